@@ -1,0 +1,37 @@
+"""The `lary` command line: one subcommand per module, imported only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Each module defines `add_arguments(parser)` and `main(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("lary.convert", "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lary", description="Latent actions and the LARY benchmark.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints usage, or help for -h, and exits
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"lary {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    return int(module.main(sub.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

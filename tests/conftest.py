@@ -1,0 +1,38 @@
+"""Shared test fixtures: the read-only `../shared` folder beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def _shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared fixtures live beside the checkout (present in CI)")
+    return path
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    """The tiny reference checkpoint and the reference's outputs on fixed frames."""
+    return _shared_path("golden", "lapa_dinov3_tiny")
+
+
+@pytest.fixture
+def vitl_manifest() -> Path:
+    """Every key and shape of the released LAPA-DINOv3 checkpoint."""
+    return _shared_path("golden", "laq_dinov3_vitl_manifest.json")
+
+
+@pytest.fixture
+def lary_metadata_dir() -> Path:
+    """Real LARY metadata CSVs (media not included)."""
+    return _shared_path("lary", "metadata")
