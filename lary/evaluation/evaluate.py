@@ -1,0 +1,183 @@
+"""`lary evaluate`: train a LARY probe on `lary extract` outputs and write `results.json` and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .classification import PAPER_HEADS, ClassificationConfig, train_classification
+from .features import FEATURE_COLUMNS, ExtractedSplit, check_feature_shapes, load_split, one_hot_indices
+from .plots import plot_classification_curves, plot_confusion_matrix, plot_per_dimension_error, plot_regression_curves
+from .regression import RegressionConfig, train_regression
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", required=True, type=Path, help="`lary extract` output folder of the train split.")
+    parser.add_argument("--validation", required=True, type=Path, help="`lary extract` output folder of the validation split.")
+    parser.add_argument("--task", required=True, choices=["classification", "regression"])
+    parser.add_argument("--out", required=True, type=Path, help="Folder for results.json and the plots.")
+    parser.add_argument("--feature", choices=FEATURE_COLUMNS, help="Representation column (default: latent_actions, else features).")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=256, help="Global batch size, split over processes.")
+    parser.add_argument("--hidden-dim", type=int, help="Probe width (default: 768 classification, 4096 regression).")
+    parser.add_argument("--lr", type=float, nargs="+", help="Learning rate(s): one per classification head; one for regression.")
+    parser.add_argument("--weight-decay", type=float, nargs="+", help="Weight decay(s), matching --lr.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu", action="store_true", help="Run on CPU, also under `accelerate launch`.")
+    classification = parser.add_argument_group("classification probe")
+    classification.add_argument("--pooler-depth", type=int, default=4, help="Attentive pooler blocks (last one cross-attends).")
+    classification.add_argument("--attention-heads", type=int, default=16)
+    classification.add_argument("--mlp-ratio", type=float, default=4.0)
+    classification.add_argument("--warmup-epochs", type=float, default=0.0)
+    classification.add_argument("--label-smoothing", type=float, default=0.1)
+    classification.add_argument("--class-balanced", action=argparse.BooleanOptionalAction, default=True)
+    regression = parser.add_argument_group("regression probe")
+    regression.add_argument("--residual-blocks", type=int, default=2)
+    regression.add_argument("--warmup-fraction", type=float, default=0.1, help="Share of steps with linear LR warmup.")
+
+
+def _heads(args: argparse.Namespace) -> tuple[tuple[float, float], ...]:
+    lrs = args.lr or [lr for lr, _ in PAPER_HEADS]
+    decays = args.weight_decay or ([wd for _, wd in PAPER_HEADS] if args.lr is None else [0.01] * len(lrs))
+    if len(lrs) != len(decays):
+        raise ValueError(f"--lr has {len(lrs)} values but --weight-decay has {len(decays)}")
+    return tuple(zip(lrs, decays))
+
+
+def _single(values: list[float] | None, default: float, flag: str) -> float:
+    if values is None:
+        return default
+    if len(values) != 1:
+        raise ValueError(f"regression trains one probe: pass one {flag} value, not {len(values)}")
+    return values[0]
+
+
+def _split_info(split: ExtractedSplit) -> dict:
+    return {"path": str(split.path), "split": split.manifest.get("split"), "rows": len(split)}
+
+
+def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
+    label_names = train.manifest.get("label_names")
+    num_classes = len(label_names) if label_names else int(max(train.labels.max(), validation.labels.max())) + 1
+    config = ClassificationConfig(
+        hidden_dim=args.hidden_dim or 768,
+        pooler_depth=args.pooler_depth,
+        attention_heads=args.attention_heads,
+        mlp_ratio=args.mlp_ratio,
+        heads=_heads(args),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        class_balanced=args.class_balanced,
+        seed=args.seed,
+    )
+    result = train_classification(
+        torch.from_numpy(train.features), torch.from_numpy(train.labels),
+        torch.from_numpy(validation.features), torch.from_numpy(validation.labels),
+        config, accelerator, num_classes,
+    )
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (validation.labels, result.predictions), 1)
+    heads = [
+        {"lr": lr, "weight_decay": wd, "accuracy": accuracy}
+        for (lr, wd), accuracy in zip(config.heads, result.history[-1]["validation_accuracy"])
+    ]
+    names = label_names or [str(i) for i in range(num_classes)]
+    if accelerator.is_main_process:
+        plot_classification_curves(result.history, heads, out / "training_curves.png")
+        plot_confusion_matrix(confusion, names, out / "confusion_matrix.png")
+    return {
+        "metric": "top1_accuracy",
+        "value": result.accuracy,
+        "best_head": result.best_head,
+        "heads": heads,
+        "label_names": names,
+        "confusion_matrix": confusion.tolist(),
+        "history": result.history,
+        "probe": result.config,
+    }
+
+
+def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
+    config = RegressionConfig(
+        hidden_dim=args.hidden_dim or 4096,
+        residual_blocks=args.residual_blocks,
+        lr=_single(args.lr, 1e-4, "--lr"),
+        weight_decay=_single(args.weight_decay, 1e-4, "--weight-decay"),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        warmup_fraction=args.warmup_fraction,
+        seed=args.seed,
+    )
+    result = train_regression(
+        torch.from_numpy(train.features), train.actions, torch.from_numpy(validation.features), validation.actions,
+        config, accelerator, train.robot_types, validation.robot_types,
+    )
+    if accelerator.is_main_process:
+        plot_regression_curves(result.history, out / "training_curves.png")
+        plot_per_dimension_error(result.per_dimension_mse, out / "per_dimension_error.png")
+    return {
+        "metric": "normalized_mse",
+        "value": result.mse,
+        "best_epoch": result.best_epoch,
+        "per_dimension_mse": result.per_dimension_mse,
+        "per_robot_mse": result.per_robot_mse,
+        "normalization": result.normalization,
+        "history": result.history,
+        "probe": result.config,
+    }
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Load both splits, train the probe, write `results.json` and plots under `args.out`; returns the results."""
+    accelerator = Accelerator(cpu=args.cpu)
+    set_seed(args.seed)
+    target = "label" if args.task == "classification" else "action"
+    train = load_split(args.train, args.feature, target)
+    validation = load_split(args.validation, train.feature_name, target)
+    if train.manifest.get("model") != validation.manifest.get("model"):
+        raise ValueError(
+            f"train features come from model {train.manifest.get('model')!r} ({args.train}) "
+            f"but validation features from {validation.manifest.get('model')!r} ({args.validation})"
+        )
+    codebook_size = one_hot_indices(train, validation) if train.feature_name == "action_indices" else None
+    check_feature_shapes(train, validation)
+    out = args.out
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    task = _classify if args.task == "classification" else _regress
+    results = {
+        "task": args.task,
+        "model": train.manifest.get("model"),
+        "model_revision": train.manifest.get("model_revision"),
+        "dataset": train.manifest.get("dataset"),
+        "config": train.manifest.get("config"),
+        "feature": train.feature_name,
+        "feature_shape": list(train.features.shape[1:]),
+        "codebook_size": codebook_size,
+        "splits": {"train": _split_info(train), "validation": _split_info(validation)},
+        "num_processes": accelerator.num_processes,
+        "seed": args.seed,
+        **task(args, accelerator, train, validation, out),
+    }
+    if accelerator.is_main_process:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        value = results["value"]
+        shown = f"{100 * value:.2f}%" if results["metric"] == "top1_accuracy" else f"{value:.4f}"
+        print(f"{results['model']} on {results['dataset']} {results['config'] or ''}: {results['metric']} = {shown}")
+        print(f"wrote {out / 'results.json'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    evaluate(args)
+    return 0

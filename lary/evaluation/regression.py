@@ -1,0 +1,188 @@
+"""The LARY regression probe: an MLPResNet from the flattened representation to the z-scored action chunk."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from .training import epoch_batches, local_rows, predict, reduce_sum, warmup_constant
+
+ALL_ROBOTS = "all"
+
+
+@dataclass
+class RegressionConfig:
+    hidden_dim: int = 4096
+    residual_blocks: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 256
+    warmup_fraction: float = 0.1
+    huber_delta: float = 1.0
+    seed: int = 0
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(x)
+
+
+class MLPResNet(nn.Module):
+    """LayerNorm, Linear(in -> hidden), ReLU, residual blocks, LayerNorm, Linear(hidden -> out)."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden_dim: int = 4096, num_blocks: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(input_dim),
+            nn.Linear(input_dim, hidden_dim),
+            nn.ReLU(),
+            *(ResidualBlock(hidden_dim) for _ in range(num_blocks)),
+            nn.LayerNorm(hidden_dim),
+            nn.Linear(hidden_dim, output_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class ActionNormalizer:
+    """Per-dof mean and std of the train actions (over rows and chunk steps), one pair per robot type."""
+
+    stats: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def fit(cls, actions: list[np.ndarray], robot_types: list[str] | None) -> ActionNormalizer:
+        stats = {}
+        for robot, rows in _group(actions, robot_types).items():
+            values = np.concatenate([actions[i] for i in rows]).astype(np.float64)
+            std = values.std(0)
+            stats[robot] = (values.mean(0), np.where(std < 1e-6, 1.0, std))
+        return cls(stats)
+
+    def normalize(self, actions: list[np.ndarray], robot_types: list[str] | None) -> list[np.ndarray]:
+        out = []
+        for i, action in enumerate(actions):
+            robot = robot_types[i] if robot_types else ALL_ROBOTS
+            if robot not in self.stats:
+                raise KeyError(f"robot_type {robot!r} has no rows in the train split (train has {sorted(self.stats)})")
+            mean, std = self.stats[robot]
+            if action.shape[-1] != len(mean):
+                raise ValueError(f"{robot!r} actions have dof {action.shape[-1]} here but {len(mean)} in train")
+            out.append(((action - mean) / std).astype(np.float32))
+        return out
+
+    def to_json(self) -> dict:
+        return {robot: {"mean": mean.tolist(), "std": std.tolist()} for robot, (mean, std) in self.stats.items()}
+
+
+def _group(actions: list[np.ndarray], robot_types: list[str] | None) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i in range(len(actions)):
+        groups.setdefault(robot_types[i] if robot_types else ALL_ROBOTS, []).append(i)
+    return groups
+
+
+def pad_targets(actions: list[np.ndarray], stride: int, dof: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack `[stride, dof_i]` chunks into `[rows, stride * dof]` targets and a mask of the real (unpadded) entries."""
+    targets = torch.zeros(len(actions), stride, dof)
+    mask = torch.zeros(len(actions), stride, dof, dtype=torch.bool)
+    for i, action in enumerate(actions):
+        if action.shape[0] != stride:
+            raise ValueError(f"row {i} has an action chunk of {action.shape[0]} steps, expected {stride}")
+        targets[i, :, : action.shape[1]] = torch.from_numpy(action)
+        mask[i, :, : action.shape[1]] = True
+    return targets.flatten(1), mask.flatten(1)
+
+
+@dataclass
+class RegressionResult:
+    mse: float
+    best_epoch: int
+    per_dimension_mse: list[float]
+    per_robot_mse: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    normalization: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+def masked_mse(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+    return ((predictions - targets)[mask] ** 2).mean().item()
+
+
+def train_regression(
+    train_features: torch.Tensor,
+    train_actions: list[np.ndarray],
+    val_features: torch.Tensor,
+    val_actions: list[np.ndarray],
+    config: RegressionConfig,
+    accelerator: Accelerator,
+    train_robot_types: list[str] | None = None,
+    val_robot_types: list[str] | None = None,
+) -> RegressionResult:
+    """Train one MLPResNet on z-scored targets (padded to the largest dof when robot types differ, padding masked out
+    of loss and metrics); report the validation MSE of the best epoch."""
+    normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
+    stride = train_actions[0].shape[0]
+    dof = max(action.shape[1] for action in train_actions + val_actions)
+    train_targets, train_mask = pad_targets(normalizer.normalize(train_actions, train_robot_types), stride, dof)
+    val_targets, val_mask = pad_targets(normalizer.normalize(val_actions, val_robot_types), stride, dof)
+    train_inputs, val_inputs = train_features.flatten(1), val_features.flatten(1)
+
+    torch.manual_seed(config.seed)
+    model = MLPResNet(train_inputs.shape[1], stride * dof, config.hidden_dim, config.residual_blocks)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * -(-len(train_inputs) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(int(config.warmup_fraction * total_steps)))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    probe = accelerator.unwrap_model(model)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, best = [], None
+    for epoch in tqdm(range(1, config.epochs + 1), desc="regression probe", disable=not accelerator.is_main_process):
+        loss_sum, entries = 0.0, 0.0
+        for batch in epoch_batches(len(train_inputs), config.batch_size, generator):
+            if len(batch) < accelerator.num_processes:
+                continue
+            rows = local_rows(batch, accelerator)
+            mask = train_mask[rows].to(accelerator.device)
+            predictions = model(train_inputs[rows].to(accelerator.device))
+            loss = F.huber_loss(
+                predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
+            )
+            # Mean over the real entries of the global batch, once the gradients are averaged over processes.
+            accelerator.backward(loss * accelerator.num_processes / train_mask[batch].sum())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            loss_sum += loss.item()
+            entries += mask.sum().item()
+        loss_sum, entries = reduce_sum([loss_sum, entries], accelerator)
+        predictions = predict(probe, val_inputs, config.batch_size, accelerator, (len(val_inputs), stride * dof))
+        mse = masked_mse(predictions, val_targets, val_mask)
+        history.append({"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse})
+        if best is None or mse < best[0]:
+            best = (mse, epoch, predictions)
+    mse, best_epoch, predictions = best
+    squared = ((predictions - val_targets) ** 2 * val_mask).reshape(-1, stride, dof)
+    counts = val_mask.reshape(-1, stride, dof).sum((0, 1)).clamp(min=1)
+    groups = _group(val_actions, val_robot_types)
+    return RegressionResult(
+        mse=mse,
+        best_epoch=best_epoch,
+        per_dimension_mse=(squared.sum((0, 1)) / counts).tolist(),
+        per_robot_mse={robot: masked_mse(predictions[rows], val_targets[rows], val_mask[rows]) for robot, rows in groups.items()},
+        history=history,
+        normalization=normalizer.to_json(),
+        config=asdict(config),
+    )

@@ -1,0 +1,64 @@
+"""What both probes share: batch order, sharding a global batch over processes, schedules, evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from accelerate import Accelerator
+
+
+def epoch_batches(
+    num_rows: int, batch_size: int, generator: torch.Generator, weights: torch.Tensor | None = None
+) -> Iterator[torch.Tensor]:
+    """Row indices of one epoch, split into global batches: a permutation, or `num_rows` draws with replacement
+    proportional to `weights` (class-balanced sampling)."""
+    if weights is None:
+        order = torch.randperm(num_rows, generator=generator)
+    else:
+        order = torch.multinomial(weights, num_rows, replacement=True, generator=generator)
+    return iter(order.split(batch_size))
+
+
+def local_rows(batch: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """This process's share of a global batch (every `num_processes`-th row)."""
+    return batch[accelerator.process_index :: accelerator.num_processes]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup from 0, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup from 0, then constant."""
+    return lambda step: min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, inputs: torch.Tensor, batch_size: int, accelerator: Accelerator, output_shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Outputs for all rows of `inputs`, each process computing its share; `model(x)` maps `[b, ...]` to
+    `[*output_shape[:-2], b, output_shape[-1]]` with the row axis second to last. Returned on CPU on every process."""
+    model.eval()
+    outputs = torch.zeros(output_shape, device=accelerator.device)
+    rows = torch.arange(len(inputs))[accelerator.process_index :: accelerator.num_processes]
+    for chunk in rows.split(batch_size):
+        outputs[..., chunk.to(accelerator.device), :] = model(inputs[chunk].to(accelerator.device)).float()
+    model.train()
+    return accelerator.reduce(outputs, "sum").cpu()
+
+
+def reduce_sum(values: list[float], accelerator: Accelerator) -> list[float]:
+    """Sum per-process statistics over processes."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(tensor, "sum").cpu().tolist()
