@@ -287,7 +287,7 @@ class LapaDinov3Quantizer(nn.Module):
 
 
 class LapaDinov3PreTrainedModel(PreTrainedModel):
-    config: LapaDinov3Config
+    config_class = LapaDinov3Config
     base_model_prefix = "lapa_dinov3"
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")

@@ -1,0 +1,128 @@
+"""`lary convert`: a LARYBench LAPA-DINOv3 checkpoint -> a Hub-ready folder (config, safetensors, code, card)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
+from transformers.initialization import no_init_weights
+
+from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary.checkpoint import REFERENCE_LAQ_DEFAULTS, convert_state_dict, load_reference_state_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CARD = REPO_ROOT / "model_card.md"
+PIPELINE_TASK = "latent-action-extraction"
+
+
+def _read_json(path: str | Path, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDinov3Config:
+    """Our config from the reference constructor's keyword arguments and a DINOv3 config."""
+    unknown = sorted(set(laq) - set(REFERENCE_LAQ_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown LAQ config keys {unknown}; expected a subset of {sorted(REFERENCE_LAQ_DEFAULTS)}")
+    laq = {**REFERENCE_LAQ_DEFAULTS, **laq}
+    if laq["dim"] != backbone_config.hidden_size:
+        raise ValueError(f"LAQ dim={laq['dim']} must equal the backbone's hidden_size={backbone_config.hidden_size}")
+    if laq["patch_size"] != backbone_config.patch_size:
+        raise ValueError(f"LAQ patch_size={laq['patch_size']} differs from the backbone's {backbone_config.patch_size}")
+    backbone_config.image_size = laq["image_size"]
+    return LapaDinov3Config(
+        backbone_config=backbone_config,
+        quant_dim=laq["quant_dim"],
+        codebook_size=laq["codebook_size"],
+        code_seq_len=laq["code_seq_len"],
+        spatial_depth=laq["spatial_depth"],
+        temporal_depth=laq["temporal_depth"],
+        decoder_depth=laq["spatial_depth"],  # the reference's decoder has the spatial encoder's depth
+        dim_head=laq["dim_head"],
+        heads=laq["heads"],
+    )
+
+
+def _backbone_config(path: str | None, backbone: str | None) -> DINOv3ViTConfig:
+    if path is not None:
+        data = _read_json(path, "backbone config")
+        data.pop("transformers_version", None)
+        return DINOv3ViTConfig(**data)
+    if backbone is not None:
+        config = AutoConfig.from_pretrained(backbone)
+        if not isinstance(config, DINOv3ViTConfig):
+            raise ValueError(f"--backbone {backbone} is a {type(config).__name__}, not a DINOv3 ViT")
+        return config
+    return LapaDinov3Config().backbone_config
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    laq_config: dict | None = None,
+    backbone_config: DINOv3ViTConfig | None = None,
+    backbone: str | None = None,
+) -> LapaDinov3Model:
+    """Load a reference checkpoint into `LapaDinov3Model`; DINOv3 weights from `backbone` if it has none."""
+    reference = load_reference_state_dict(checkpoint)
+    if backbone_config is None:
+        backbone_config = _backbone_config(None, backbone)
+    config = config_from_reference(laq_config or {}, backbone_config)
+    if not any(key.startswith("dino_tokenizer.") for key in reference):
+        if backbone is None:
+            raise ValueError(f"{checkpoint} holds no DINOv3 weights (dino_tokenizer.*): pass --backbone ID_OR_DIR")
+        dinov3 = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
+        reference.update({f"dino_tokenizer.{key}": value for key, value in dinov3.state_dict().items()})
+    with no_init_weights():
+        model = LapaDinov3Model(config)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    model.load_state_dict(convert_state_dict(reference, expected, source=str(checkpoint)), strict=True)
+    return model.eval()
+
+
+def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Processor | None = None) -> Path:
+    """Write a Hub-ready folder: config with auto_map and custom pipeline, safetensors, code files, card."""
+    out = Path(out)
+    processor = processor or LapaDinov3Processor(size=model.config.backbone_config.image_size)
+    model.config.custom_pipelines = {
+        PIPELINE_TASK: {
+            "impl": "processing_lapa_dinov3.LapaDinov3LatentActionPipeline",
+            "pt": ["AutoModel"],
+            "type": "image",
+        }
+    }
+    model.config.register_for_auto_class()
+    model.register_for_auto_class("AutoModel")
+    processor.register_for_auto_class("AutoProcessor")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    # the pipeline lives in the processing file, which the processor's save has copied beside the model's code
+    (out / "README.md").write_text(MODEL_CARD.read_text())
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="LARYBench checkpoint (a torch pickle with the state dict under 'model')")
+    parser.add_argument("--out", required=True, help="output folder (Hub-ready)")
+    parser.add_argument("--laq-config", help="JSON of the reference constructor's keyword arguments (default: released)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--backbone-config", help="DINOv3 config JSON (default: ViT-L/16, the released backbone)")
+    group.add_argument("--backbone", help="DINOv3 model id or folder: its config, and its weights if the checkpoint has none")
+
+
+def main(args: argparse.Namespace) -> int:
+    laq = _read_json(args.laq_config, "LAQ config") if args.laq_config else {}
+    backbone_config = _backbone_config(args.backbone_config, args.backbone)
+    model = convert_checkpoint(args.checkpoint, laq, backbone_config, backbone=args.backbone)
+    out = export(model, args.out)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"converted {args.checkpoint} ({parameters / 1e6:.1f}M parameters) -> {out}")
+    return 0
