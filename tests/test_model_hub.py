@@ -1,0 +1,121 @@
+"""The Hub-ready folder as users load it: fresh offline process, Auto classes, pipeline, dtypes, device maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor, pipeline
+
+from lary import LapaDinov3Model, LapaDinov3Processor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    """`lary convert` of the golden checkpoint, run as a user runs it."""
+    golden = REPO_ROOT.parent / "shared" / "golden" / "lapa_dinov3_tiny"
+    if not golden.exists():
+        pytest.skip(f"{golden} is absent: the shared fixtures live beside the checkout (present in CI)")
+    out = tmp_path_factory.mktemp("converted")
+    subprocess.run(
+        ["lary", "convert", str(golden / "laq_dinov3.pt"), "--out", str(out),
+         "--laq-config", str(golden / "laq_config.json"), "--backbone-config", str(golden / "backbone_config.json")],
+        check=True, capture_output=True, text=True,
+    )
+    return out
+
+
+def test_folder_is_hub_ready(converted):
+    names = {p.name for p in converted.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
+            "configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"} <= names
+    config = json.loads((converted / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_lapa_dinov3.LapaDinov3Model"
+    assert json.loads((converted / "preprocessor_config.json").read_text())["auto_map"]["AutoProcessor"]
+    assert (converted / "README.md").read_text().startswith("---\nlibrary_name: transformers")
+
+
+FRESH_PROCESS = """
+import sys, torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoProcessor
+path, cases = sys.argv[1], load_file(sys.argv[2])
+assert "lary" not in sys.modules
+config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+model = AutoModel.from_pretrained(path, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+frames = cases["frames"].numpy()
+inputs = processor(images=[[f0, f1] for f0, f1 in frames], return_tensors="pt")
+with torch.no_grad():
+    out = model(**inputs, return_predicted_features=True)
+assert torch.equal(out.action_indices, cases["indices"])
+assert (out.latent_actions - cases["tokens"]).abs().max() < 1e-4
+assert (out.continuous_latent_actions - cases["continuous"]).abs().max() < 1e-4
+assert (out.predicted_features - cases["predicted_features"]).abs().max() < 1e-4
+print("ok", config.model_type)
+"""
+
+
+def test_fresh_offline_process_loads_with_remote_code(converted, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    cases = REPO_ROOT.parent / "shared" / "golden" / "lapa_dinov3_tiny" / "cases.safetensors"
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(converted), str(cases)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok lapa_dinov3" in result.stdout
+
+
+def _pairs(n: int = 2, size: int = 224) -> list[list]:
+    generator = torch.Generator().manual_seed(0)
+    return [[torch.randint(0, 256, (size, size, 3), generator=generator, dtype=torch.uint8).numpy() for _ in range(2)]
+            for _ in range(n)]
+
+
+def test_registered_auto_classes_load_without_remote_code(converted, tmp_path):
+    model = AutoModel.from_pretrained(converted)
+    processor = AutoProcessor.from_pretrained(converted)
+    assert isinstance(model, LapaDinov3Model) and isinstance(processor, LapaDinov3Processor)
+    assert not model.training
+    inputs = processor(images=_pairs())
+    with torch.no_grad():
+        before = model(**inputs)
+    model.save_pretrained(tmp_path / "again")
+    reloaded = AutoModel.from_pretrained(tmp_path / "again")
+    with torch.no_grad():
+        after = reloaded(**inputs)
+    assert torch.equal(before.action_indices, after.action_indices)
+    assert torch.equal(before.latent_actions, after.latent_actions)
+
+
+def test_bfloat16_and_device_map(converted):
+    inputs = LapaDinov3Processor()(images=_pairs())
+    reference = AutoModel.from_pretrained(converted)(**inputs)
+    half = AutoModel.from_pretrained(converted, dtype=torch.bfloat16)
+    assert half.quantizer.codebook.dtype == torch.bfloat16
+    out = half(**inputs)
+    assert out.latent_actions.dtype == torch.bfloat16
+    assert (out.action_indices == reference.action_indices).float().mean() > 0.8  # bf16 may flip near-ties
+    mapped = AutoModel.from_pretrained(converted, device_map="auto")
+    assert {"DINOv3ViTLayer", "DINOv3ViTEmbeddings", "LapaDinov3Block"} <= set(mapped._no_split_modules)
+    assert torch.equal(mapped(**inputs).action_indices, reference.action_indices)
+
+
+def test_pipeline_serves_pairs_clips_and_batches(converted):
+    latent = pipeline(model=str(converted), trust_remote_code=True)
+    (f0, f1), (g0, g1) = _pairs()
+    single = latent([f0, f1])
+    assert single["action_indices"].shape == (1, 16) and single["latent_actions"].shape == (1, 16, 64)
+    clip = latent([f0, f1, g0, g1], stride=2)
+    assert clip["action_indices"].shape == (2, 16)
+    batch = latent([[f0, f1], [g0, g1]])
+    assert len(batch) == 2
+    assert (batch[0]["action_indices"] == single["action_indices"]).all()
+    assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
