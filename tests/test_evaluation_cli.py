@@ -116,3 +116,20 @@ def test_train_validation_model_mismatch_is_an_error(tmp_path):
                                          "--out", str(tmp_path / "out"), "--cpu"])
     with pytest.raises(ValueError, match="'tiny-lam'.*'other'"):
         evaluate(args)
+
+
+def test_leaderboard_orders_known_tasks_and_averages_only_complete_rows():
+    from lary.evaluation.leaderboard import build_leaderboard
+
+    def result(model, config, value, task="classification", feature="latent_actions"):
+        return Path(f"{model}-{config}.json"), {"task": task, "model": model, "config": config, "value": value, "feature": feature}
+
+    table = build_leaderboard(
+        [result("a", "robot_1st", 0.6), result("a", "human_1st", 0.4), result("b", "robot_1st", 0.5, feature="features"),
+         result("a", "robot_1st", 0.1, feature="action_indices")]
+    )
+    lines = table.splitlines()
+    assert lines[0] == "| Model | human_1st | robot_1st | Cls. avg ↑ |"
+    assert lines[2:5] == ["| a | 40.00 | 60.00 | 50.00 |", "| b | – | 50.00 | – |", "| a (action_indices) | – | 10.00 | – |"]
+    with pytest.raises(ValueError, match="two results for a on robot_1st"):
+        build_leaderboard([result("a", "robot_1st", 0.6), result("a", "robot_1st", 0.7)])
