@@ -103,7 +103,7 @@ def test_replace_unused_codes_copies_used_entries():
 
 def test_processor_accepts_pil_numpy_and_tensors():
     processor = LapaDinov3Processor(size=112)
-    rgb = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 130, 3), dtype=np.uint8)
     out = processor(images=[[Image.fromarray(rgb).convert("L"), Image.fromarray(rgb).convert("RGBA")],
                             [rgb, torch.from_numpy(rgb).permute(2, 0, 1)],
                             [torch.from_numpy(rgb), torch.from_numpy(rgb).float() / 255]])
