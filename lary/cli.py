@@ -11,6 +11,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("lary.convert", "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
     "evaluate": ("lary.evaluation.evaluate", "Train a LARY classification or regression probe on `lary extract` outputs."),
     "leaderboard": ("lary.evaluation.leaderboard", "Markdown table of `lary evaluate` results in the LARY paper's layout."),
+    "train": ("lary.training.command", "Train a LAPA-DINOv3-style latent action model (under `accelerate launch` for DDP)."),
+    "demo": ("lary.demo", "Latent action codes of a clip with the embedded tiny model: a table and a PNG timeline."),
     "prepare": ("lary.data.prepare", "Write LARY configs as Parquet shards with a dataset card, from DATA_DIR and metadata CSVs."),
     "publish": ("lary.data.publish", "Upload a `lary prepare` folder to a Hub dataset repository."),
 }
