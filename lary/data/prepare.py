@@ -132,6 +132,19 @@ def _missing_files(layout: ConfigLayout, csv_path: Path, media_dir: Path) -> tup
     return rows, missing, count
 
 
+def payload_size(value: Any) -> int:
+    """Bytes an example's media, arrays and strings take: the shard size, up to Parquet overhead."""
+    if isinstance(value, dict):
+        return sum(payload_size(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(payload_size(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    return 8
+
+
 def _shard_path(directory: Path, shard: int) -> str:
     return str(directory / f"shard-{shard:05d}.parquet")
 
@@ -141,7 +154,7 @@ def _write_shards(
     stats: ActionStats | None,
 ) -> tuple[int, int, list[dict[str, str]]]:
     """Stream loaded rows into staging shards; returns (shards, rows, skipped rows)."""
-    shard, rows, skipped = 0, 0, []
+    shard, shard_bytes, rows, skipped = 0, 0, 0, []
     writer = ParquetWriter(features=features, path=_shard_path(staging, shard), writer_batch_size=WRITER_BATCH_SIZE)
     for result in tqdm(results, total=total, desc=f"prepare {where}", unit="row"):
         if result[0] == "bad":
@@ -150,13 +163,14 @@ def _write_shards(
         example = result[1]
         if stats is not None:
             stats.update(example)
-        if writer._num_bytes > max_shard_size:
+        if shard_bytes > max_shard_size:
             writer.finalize()
-            shard += 1
+            shard, shard_bytes = shard + 1, 0
             writer = ParquetWriter(
                 features=features, path=_shard_path(staging, shard), writer_batch_size=WRITER_BATCH_SIZE
             )
         writer.write(example)
+        shard_bytes += payload_size(example)
         rows += 1
     writer.finalize()
     return shard + 1, rows, skipped
