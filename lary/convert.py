@@ -10,11 +10,12 @@ import torch
 from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
 from transformers.initialization import no_init_weights
 
+import lary_hub.configuration_lapa_dinov3 as hub_configuration
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.checkpoint import REFERENCE_LAQ_DEFAULTS, convert_state_dict, load_reference_state_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_CARD = REPO_ROOT / "model_card.md"
+# The Hub card ships beside the three Hub files (the repository root, installed as `lary_hub`).
+MODEL_CARD = Path(hub_configuration.__file__).with_name("model_card.md")
 PIPELINE_TASK = "latent-action-extraction"
 
 
