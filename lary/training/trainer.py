@@ -1,0 +1,218 @@
+"""The LAPA training recipe with accelerate: frozen DINOv3, feature-MSE loss, NSVQ with dead-code replacement.
+
+Facts from LAPA / LARYBench's `laq_trainer_feature.py`: Adam(W) with betas (0.9, 0.99) and no weight decay,
+gradient norm clipped to 0.5, codebook entries used by less than 0.1 of a batch replaced at steps 10..100 every
+10, every 100 up to 1000 and every 500 up to 5000, a random frame stride per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
+
+from lary import LapaDinov3Config, LapaDinov3Model
+from lary.convert import export
+from lary.training.data import FramePairs, StepBatchSampler, load_clips
+from lary.training.features_cache import compute_features
+from lary.training.report import plot_curves, write_model_card
+
+
+@dataclass
+class TrainingArguments:
+    out: str
+    data: list[str]
+    backbone: str
+    config: str | None = None
+    image_size: int | None = None
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 0.5
+    stride_range: tuple[int, int] = (1, 1)
+    mixed_precision: str = "no"
+    cache_features: bool = False
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+    cpu: bool = False
+    num_workers: int = 0
+    command: str = field(default="", repr=False)
+
+
+def replacement_due(step: int) -> bool:
+    """Whether dead codes are replaced after optimizer step `step` (the LAPA schedule)."""
+    return (step < 100 and step % 10 == 0) or (step < 1000 and step % 100 == 0) or (step < 5000 and step % 500 == 0)
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def build_model(backbone: str, config: str | None = None, image_size: int | None = None) -> LapaDinov3Model:
+    """A fresh LAQ on a DINOv3 backbone: a model id or folder (its weights), or a config JSON (random weights)."""
+    laq = _read_json(config, "model config") if config else {}
+    if "backbone_config" in laq:
+        raise ValueError(f"{config}: the backbone comes from --backbone, not from the model config")
+    pretrained = None
+    if backbone.endswith(".json"):
+        data = _read_json(backbone, "backbone config")
+        data.pop("transformers_version", None)
+        backbone_config = DINOv3ViTConfig(**data)
+    else:
+        pretrained = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
+        backbone_config = pretrained.config
+    if image_size is not None:
+        backbone_config.image_size = image_size
+    model = LapaDinov3Model(LapaDinov3Config(backbone_config=backbone_config, **laq))
+    if pretrained is not None:
+        model.backbone.load_state_dict(pretrained.state_dict())
+    return model
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    checkpoints = sorted((out / "checkpoints").glob("step-*"))
+    return checkpoints[-1] if checkpoints else None
+
+
+@torch.no_grad()
+def replace_dead_codes(accelerator: Accelerator, model: LapaDinov3Model, num_batches: int, seed: int, step: int) -> int:
+    """Dead-code replacement from the usage summed over processes, with the same RNG everywhere, so that the
+    replicas keep identical codebooks."""
+    quantizer = model.quantizer
+    quantizer.code_usage.copy_(accelerator.reduce(quantizer.code_usage.clone(), reduction="sum"))
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return quantizer.replace_unused_codes(num_batches, generator=generator)
+
+
+def _save_checkpoint(accelerator: Accelerator, model: LapaDinov3Model, out: Path, step: int) -> None:
+    directory = out / "checkpoints" / f"step-{step:07d}"
+    accelerator.save_state(str(directory / "state"))
+    if accelerator.is_main_process:
+        export(model, directory / "model")
+        state = {"step": step, "code_usage": model.quantizer.code_usage.tolist()}
+        (directory / "trainer_state.json").write_text(json.dumps(state))
+    accelerator.wait_for_everyone()
+
+
+def _resume(accelerator: Accelerator, model: LapaDinov3Model, out: Path) -> int:
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        accelerator.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+        return 0
+    accelerator.load_state(str(checkpoint / "state"))
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    model.quantizer.code_usage.copy_(torch.tensor(state["code_usage"]))
+    accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
+    return int(state["step"])
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step (they are logged again)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def train(args: TrainingArguments) -> Path:
+    """Train and write `args.out`: the final Hub-ready model, `checkpoints/`, `log.jsonl`, `training_curves.png`."""
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        # `code_usage` is a per-process count (summed at replacement); DDP must not overwrite it with rank 0's
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    out = Path(args.out)
+    set_seed(args.seed)
+    model = build_model(args.backbone, args.config, args.image_size)
+    image_size = model.config.backbone_config.image_size
+    clips = load_clips(args.data, image_size)
+    if not clips:
+        raise ValueError(f"no clips of two or more frames in --data {' '.join(args.data)}")
+    model.to(accelerator.device)
+    features = compute_features(model, clips) if args.cache_features else None
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
+    # the schedule counts optimizer steps whatever the number of processes, so it is not `prepare`d
+    scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    start = _resume(accelerator, unwrapped, out) if args.resume else 0
+    sampler = StepBatchSampler(
+        [len(clip) for clip in clips], args.batch_size, args.steps, args.stride_range, args.seed,
+        start_step=start, process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+    )
+    loader = DataLoader(FramePairs(clips, features), batch_sampler=sampler, num_workers=args.num_workers)
+    log_path = out / "log.jsonl"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _trim_log(log_path, start)
+        (out / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
+        accelerator.print(
+            f"{len(clips)} clips, {sum(len(c) for c in clips)} frames, {accelerator.num_processes} process(es), "
+            f"steps {start}->{args.steps}, features {'cached' if features is not None else 'computed per step'}"
+        )
+
+    model.train()
+    global_batch = args.batch_size * accelerator.num_processes
+    codebook_size = unwrapped.config.codebook_size
+    progress = tqdm(total=args.steps, initial=start, disable=not accelerator.is_local_main_process, desc="train")
+    for step, batch in enumerate(loader, start=start + 1):
+        output = model(**{key: value.to(accelerator.device) for key, value in batch.items()})
+        accelerator.backward(output.loss)
+        accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        replaced = replace_dead_codes(accelerator, unwrapped, global_batch, args.seed, step) if replacement_due(step) else 0
+
+        if step % args.log_every == 0 or step == args.steps:
+            loss = accelerator.reduce(output.loss.detach().float(), reduction="mean").item()
+            indices = accelerator.gather(output.action_indices.detach())
+            usage = torch.bincount(indices.flatten(), minlength=codebook_size).float() / indices.numel()
+            record = {
+                "step": step,
+                "loss": loss,
+                "perplexity": math.exp(-(usage * torch.log(usage + 1e-12)).sum().item()),
+                "codebook_usage": (usage > 0).float().mean().item(),
+                "replaced_codes": replaced,
+                "lr": scheduler.get_last_lr()[0],
+            }
+            if accelerator.is_main_process:
+                with log_path.open("a") as log:
+                    log.write(json.dumps(record) + "\n")
+            progress.set_postfix(loss=f"{loss:.4f}", ppl=f"{record['perplexity']:.2f}", usage=f"{record['codebook_usage']:.2f}")
+        if step % args.save_every == 0 or step == args.steps:
+            _save_checkpoint(accelerator, unwrapped, out, step)
+        progress.update(1)
+    progress.close()
+
+    if accelerator.is_main_process:
+        export(unwrapped, out)
+        write_model_card(out, args)
+        plot_curves(log_path, out / "training_curves.png")
+        accelerator.print(f"saved the trained model to {out}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out
