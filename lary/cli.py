@@ -9,6 +9,7 @@ import sys
 # name -> (module, one-line help). Each module defines `add_arguments(parser)` and `main(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("lary.convert", "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
+    "extract": ("lary.extract", "Latent actions (or encoder features) of a dataset, videos or image folders, sharded and resumable."),
     "evaluate": ("lary.evaluation.evaluate", "Train a LARY classification or regression probe on `lary extract` outputs."),
     "leaderboard": ("lary.evaluation.leaderboard", "Markdown table of `lary evaluate` results in the LARY paper's layout."),
     "train": ("lary.training.command", "Train a LAPA-DINOv3-style latent action model (under `accelerate launch` for DDP)."),
