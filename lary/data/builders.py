@@ -60,7 +60,7 @@ class LaryBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         layout = get_layout(self.config.name)
-        data_dir, metadata_dir = self._check_dirs()
+        _, metadata_dir = self._check_dirs()
         generators = [
             datasets.SplitGenerator(name=split, gen_kwargs={"split": split})
             for split in layout.csv_names
