@@ -1,0 +1,85 @@
+"""`lary extract` as real processes: two accelerate CPU processes equal one, and a run killed with SIGKILL
+resumes into every id exactly once without rewriting finished shards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
+
+ROWS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("extract_processes")
+    return save_tiny_model(root / "model"), prepare_lary(root, {"libero": ROWS})
+
+
+def extract_args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["-m", "lary", "extract", "--model", str(model), "--dataset", str(dataset), "--config", "libero",
+            "--split", "validation", "--out", str(out), "--cpu", *extra]
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_two_processes_equal_one(tmp_path, setup):
+    model, dataset = setup
+    extra = ("--limit", "20", "--shard-size", "3", "--batch-size", "2")
+    one = run(extract_args(model, dataset, tmp_path / "one", *extra))
+    assert one.returncode == 0, one.stderr
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    two = run([*launch, *extract_args(model, dataset, tmp_path / "two", *extra)])
+    assert two.returncode == 0, two.stderr
+    assert "extracted 20 rows (20 pairs)" in one.stdout and "extracted 20 rows (20 pairs)" in two.stdout
+
+    single, double = read_output(tmp_path / "one"), read_output(tmp_path / "two")
+    assert single.num_rows == 20 and len(set(single.column("id").to_pylist())) == 20
+    assert double.equals(single)
+    assert read_manifest(tmp_path / "two")["shards"] == read_manifest(tmp_path / "one")["shards"]
+
+
+def test_killed_run_resumes_with_every_id_once(tmp_path, setup):
+    model, dataset = setup
+    out = tmp_path / "out"
+    args = extract_args(model, dataset, out, "--shard-size", "2", "--batch-size", "1")
+    process = subprocess.Popen([sys.executable, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in out.glob("*.parquet")}
+    assert 0 < len(finished) < ROWS // 2, "the kill should land mid-run"
+    assert not (out / "manifest.json").exists()
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"extracted {ROWS - 2 * len(finished)} rows" in resumed.stdout  # finished shards were not recomputed
+    for name, stamp in finished.items():
+        path = out / name
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
+    ids = read_output(out).column("id").to_pylist()
+    assert ids == sorted(datasets.load_dataset(str(dataset), "libero", split="validation")["id"])
+    assert read_manifest(out)["rows"] == ROWS and not list(out.glob(".*.tmp"))
+
+    refused = run(extract_args(model, dataset, out, "--shard-size", "4"))
+    assert refused.returncode != 0 and "shard_size: 2 there, 4 now" in refused.stderr
