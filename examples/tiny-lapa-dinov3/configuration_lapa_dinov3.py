@@ -1,0 +1,136 @@
+"""Configuration of LAPA-DINOv3: a frozen DINOv3 ViT and a LAPA latent action quantizer on its patch features."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import DINOv3ViTConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# DINOv3 ViT-L/16 (the backbone of the released `AGI-Eval/LAPA-DINOv3` weights).
+DINOV3_VITL16 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "num_register_tokens": 4,
+    "patch_size": 16,
+    "image_size": 224,
+}
+
+# code_seq_len -> the quantizer's downsampling convs as (kernel, stride, padding); ReLU between convs.
+# These are the reference's stacks; which one fits depends on the backbone's patch grid (14x14 at 224/16 fits
+# 16, 49 and 64).
+DOWNSAMPLE_STACKS: dict[int, tuple[tuple[int | tuple[int, int], int, int], ...]] = {
+    1: ((3, 2, 1), (4, 1, 0)),
+    2: ((3, 2, 1), ((3, 4), 1, 0)),
+    4: ((3, 2, 1), (3, 1, 0)),
+    16: ((3, 2, 1), (3, 2, 1)),
+    49: ((3, 2, 1),),
+    64: ((2, 2, 1),),
+    256: ((3, 2, 1),),
+}
+
+
+def downsampled_grid(grid: tuple[int, int], code_seq_len: int) -> tuple[int, int]:
+    """The (h, w) grid of action codes that the quantizer's conv stack makes from a patch grid."""
+    height, width = grid
+    for kernel, stride, padding in DOWNSAMPLE_STACKS[code_seq_len]:
+        kernel_h, kernel_w = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+        height = (height + 2 * padding - kernel_h) // stride + 1
+        width = (width + 2 * padding - kernel_w) // stride + 1
+    return height, width
+
+
+@strict
+class LapaDinov3Config(PreTrainedConfig):
+    r"""
+    Configuration of [`LapaDinov3Model`]. Defaults are the released `AGI-Eval/LAPA-DINOv3` model.
+
+    Args:
+        backbone_config (`dict` or `DINOv3ViTConfig`, *optional*):
+            The frozen DINOv3 ViT. Its `hidden_size` is also the width of the latent action transformers.
+        quant_dim (`int`, defaults to 32):
+            Width of the NSVQ codebook vectors (the "continuous" latent action space).
+        codebook_size (`int`, defaults to 8):
+            Number of codebook entries.
+        code_seq_len (`int`, defaults to 16):
+            Number of action codes per frame pair; selects the quantizer's downsampling stack.
+        spatial_depth (`int`, defaults to 4):
+            Layers of the encoder's spatial transformer.
+        temporal_depth (`int`, defaults to 4):
+            Layers of the encoder's temporal transformer.
+        decoder_depth (`int`, defaults to 4):
+            Layers of the decoder (forward dynamics) transformer.
+        dim_head (`int`, defaults to 64), heads (`int`, defaults to 16):
+            Attention head width and count of the latent action transformers.
+        ff_mult (`int`, defaults to 4):
+            GEGLU feed-forward width multiplier (inner width `int(ff_mult * 2/3 * dim)`).
+        attention_scale (`float`, defaults to 8.0):
+            Logit scale of the l2-normalised (cosine) attention.
+        num_null_kv (`int`, defaults to 2):
+            Learned null key/value pairs of the decoder's cross-attention.
+        position_bias_depth (`int`, defaults to 2):
+            Hidden layers of the continuous spatial position bias MLP.
+        discarding_threshold (`float`, defaults to 0.1):
+            NSVQ dead-code replacement: codes used less than this fraction of a batch are replaced in training.
+        initializer_range (`float`, defaults to 0.02):
+            Std of the normal initialisation of fresh (untrained) weights.
+    """
+
+    model_type = "lapa_dinov3"
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(config_class=DINOv3ViTConfig, init_kwargs=DINOV3_VITL16),
+    }
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    quant_dim: int = 32
+    codebook_size: int = 8
+    code_seq_len: int = 16
+    spatial_depth: int = 4
+    temporal_depth: int = 4
+    decoder_depth: int = 4
+    dim_head: int = 64
+    heads: int = 16
+    ff_mult: int = 4
+    attention_scale: float = 8.0
+    num_null_kv: int = 2
+    position_bias_depth: int = 2
+    discarding_threshold: float = 0.1
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.backbone_config, dict):
+            self.backbone_config = DINOv3ViTConfig(**{**DINOV3_VITL16, **self.backbone_config})
+        elif self.backbone_config is None:
+            self.backbone_config = DINOv3ViTConfig(**DINOV3_VITL16)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Check that the code sequence length fits the backbone's patch grid."""
+        if self.code_seq_len not in DOWNSAMPLE_STACKS:
+            raise ValueError(
+                f"code_seq_len={self.code_seq_len} is not supported; choose one of {sorted(DOWNSAMPLE_STACKS)}"
+            )
+        codes = downsampled_grid(self.patch_grid, self.code_seq_len)
+        if codes[0] * codes[1] != self.code_seq_len:
+            raise ValueError(
+                f"code_seq_len={self.code_seq_len} does not fit a {self.patch_grid[0]}x{self.patch_grid[1]} patch "
+                f"grid: its conv stack makes {codes[0]}x{codes[1]} codes"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the backbone features and of the latent action transformers."""
+        return self.backbone_config.hidden_size
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(h, w) patch grid of the backbone at its configured image size."""
+        size = self.backbone_config.image_size
+        patch = self.backbone_config.patch_size
+        height, width = size if isinstance(size, (list, tuple)) else (size, size)
+        patch_h, patch_w = patch if isinstance(patch, (list, tuple)) else (patch, patch)
+        return height // patch_h, width // patch_w
+
+
+__all__ = ["LapaDinov3Config"]

@@ -1,0 +1,454 @@
+"""LAPA-DINOv3: latent actions between two video frames, from a frozen DINOv3 ViT and a LAPA quantizer.
+
+A frozen DINOv3 encodes both frames into patch grids. A spatial transformer (per frame, with a continuous
+relative position bias) and a temporal transformer (per patch, across the two frames) contextualise them; the
+NSVQ quantizer maps the difference of the two frames' downsampled codes to the nearest codebook entries, the
+latent actions; a cross-attention decoder predicts the second frame's DINOv3 features from the first frame's
+features and the latent actions. Numerically identical to LARYBench's `LatentActionQuantizationDinov3Feature`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DINOv3ViTModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
+
+VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
+
+
+@dataclass
+class LapaDinov3Output(ModelOutput):
+    r"""
+    Latent actions of frame pairs. For clips (`pixel_values_videos`), every tensor has an extra pair axis after
+    the batch axis: `(batch, pairs, ...)`.
+
+    loss (`torch.FloatTensor`, *optional*):
+        Feature MSE between the predicted and the true DINOv3 features of the second frame (training).
+    action_indices (`torch.LongTensor` of shape `(batch, code_seq_len)`):
+        Codebook index of each latent action token.
+    latent_actions (`torch.FloatTensor` of shape `(batch, code_seq_len, hidden_size)`):
+        The action tokens fed to the decoder: the projected codebook vectors (noise-substituted in training).
+    continuous_latent_actions (`torch.FloatTensor` of shape `(batch, code_seq_len, quant_dim)`):
+        The difference of the two frames' codes before quantization.
+    predicted_features (`torch.FloatTensor` of shape `(batch, height, width, hidden_size)`, *optional*):
+        The decoder's prediction of the second frame's DINOv3 patch features.
+    backbone_features (`torch.FloatTensor` of shape `(batch, 2, height, width, hidden_size)`, *optional*):
+        DINOv3 patch features of both frames.
+    perplexity (`torch.FloatTensor`, *optional*):
+        Perplexity of the codebook usage over the batch.
+    """
+
+    loss: torch.FloatTensor | None = None
+    action_indices: torch.LongTensor | None = None
+    latent_actions: torch.FloatTensor | None = None
+    continuous_latent_actions: torch.FloatTensor | None = None
+    predicted_features: torch.FloatTensor | None = None
+    backbone_features: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+
+
+class LapaDinov3PositionBias(nn.Module):
+    """Continuous relative position bias (Swin v2): an MLP over log-spaced 2D offsets, one bias per head."""
+
+    def __init__(self, config: LapaDinov3Config):
+        super().__init__()
+        dim = config.hidden_size
+        widths = [2] + [dim] * config.position_bias_depth
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.layers.append(nn.Linear(dim, config.heads))
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        """Bias of shape (heads, height * width, height * width)."""
+        device, dtype = self.layers[0].weight.device, self.layers[0].weight.dtype
+        # The MLP only sees the (2h-1)(2w-1) distinct offsets; gathering afterwards equals running it on all pairs.
+        dy = torch.arange(-(height - 1), height, device=device)
+        dx = torch.arange(-(width - 1), width, device=device)
+        offsets = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).reshape(-1, 2).float()
+        x = (torch.sign(offsets) * torch.log(offsets.abs() + 1)).to(dtype)
+        for layer in self.layers[:-1]:
+            x = F.leaky_relu(layer(x), 0.1)
+        table = self.layers[-1](x)  # (offsets, heads)
+
+        rows = torch.arange(height, device=device).repeat_interleave(width)
+        cols = torch.arange(width, device=device).repeat(height)
+        index = (rows[:, None] - rows[None, :] + height - 1) * (2 * width - 1) + (cols[:, None] - cols[None, :] + width - 1)
+        return table[index].permute(2, 0, 1)
+
+
+class LapaDinov3PositionGenerator(nn.Module):
+    """Causal depthwise 3D convolution over (frames, height, width), added to the tokens (PEG)."""
+
+    def __init__(self, config: LapaDinov3Config):
+        super().__init__()
+        self.conv = nn.Conv3d(config.hidden_size, config.hidden_size, 3, groups=config.hidden_size)
+
+    def forward(self, x: torch.Tensor, video_shape: VideoShape) -> torch.Tensor:
+        # `x` (sequences, tokens, dim) is read as a (b, t, h, w, dim) grid in row-major order, whatever its
+        # sequence layout: for the temporal transformer that is a fixed reordering the weights were trained with.
+        grid = x.reshape(*video_shape, -1).permute(0, 4, 1, 2, 3)
+        grid = self.conv(F.pad(grid, (1, 1, 1, 1, 2, 0)))  # causal in time: two frames of padding before
+        return grid.permute(0, 2, 3, 4, 1).reshape(x.shape)
+
+
+class LapaDinov3Attention(nn.Module):
+    """Cosine-similarity attention (l2-normalised q/k, learned per-dim scales), self or cross."""
+
+    def __init__(self, config: LapaDinov3Config, is_cross_attention: bool = False):
+        super().__init__()
+        dim, inner = config.hidden_size, config.dim_head * config.heads
+        self.config = config
+        self.heads = config.heads
+        self.scale = config.attention_scale
+        self.is_cross_attention = is_cross_attention
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.q_proj = nn.Linear(dim, inner, bias=False)
+        self.kv_proj = nn.Linear(dim, 2 * inner, bias=False)
+        self.o_proj = nn.Linear(inner, dim, bias=False)
+        self.q_scale = nn.Parameter(torch.ones(config.dim_head))
+        self.k_scale = nn.Parameter(torch.ones(config.dim_head))
+        if is_cross_attention:
+            self.context_norm = nn.LayerNorm(dim, bias=False)
+            self.null_key = nn.Parameter(torch.randn(config.heads, config.num_null_kv, config.dim_head))
+            self.null_value = nn.Parameter(torch.randn(config.heads, config.num_null_kv, config.dim_head))
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # Self-attention takes keys and values from the un-normalised input, as the reference does.
+        kv_input = self.context_norm(context) if self.is_cross_attention else x
+        q = self.q_proj(self.norm(x))
+        k, v = self.kv_proj(kv_input).chunk(2, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        if self.is_cross_attention:
+            batch = x.shape[0]
+            k = torch.cat((self.null_key.expand(batch, -1, -1, -1), k), dim=-2)
+            v = torch.cat((self.null_value.expand(batch, -1, -1, -1), v), dim=-2)
+        q = F.normalize(q, dim=-1) * self.q_scale
+        k = F.normalize(k, dim=-1) * self.k_scale
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(q.dtype)
+        if self.config._attn_implementation == "eager":
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if attn_bias is not None:
+                scores = scores + attn_bias
+            out = torch.matmul(scores.softmax(dim=-1), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
+        return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class LapaDinov3FeedForward(nn.Module):
+    """Pre-norm GEGLU feed-forward."""
+
+    def __init__(self, config: LapaDinov3Config):
+        super().__init__()
+        dim = config.hidden_size
+        inner = int(config.ff_mult * (2 / 3) * dim)
+        self.norm = nn.LayerNorm(dim)
+        self.proj_in = nn.Linear(dim, 2 * inner, bias=False)
+        self.proj_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
+        return self.proj_out(F.gelu(gate) * x)
+
+
+class LapaDinov3Block(nn.Module):
+    """Position generator, self-attention, optional cross-attention and feed-forward, each residual."""
+
+    def __init__(self, config: LapaDinov3Config, has_cross_attention: bool = False):
+        super().__init__()
+        self.position_generator = LapaDinov3PositionGenerator(config)
+        self.self_attention = LapaDinov3Attention(config)
+        self.cross_attention = LapaDinov3Attention(config, is_cross_attention=True) if has_cross_attention else None
+        self.feed_forward = LapaDinov3FeedForward(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        video_shape: VideoShape,
+        attn_bias: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.position_generator(x, video_shape) + x
+        x = self.self_attention(x, attn_bias=attn_bias) + x
+        if self.cross_attention is not None:
+            x = self.cross_attention(x, context=context) + x
+        return self.feed_forward(x) + x
+
+
+class LapaDinov3Transformer(nn.Module):
+    def __init__(self, config: LapaDinov3Config, depth: int, has_cross_attention: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(LapaDinov3Block(config, has_cross_attention) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(config.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        video_shape: VideoShape,
+        attn_bias: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, video_shape, attn_bias=attn_bias, context=context)
+        return self.norm_out(x)
+
+
+class LapaDinov3Quantizer(nn.Module):
+    """NSVQ: nearest codebook entry of the frame-to-frame code difference; noise substitution in training."""
+
+    def __init__(self, config: LapaDinov3Config):
+        super().__init__()
+        dim, quant_dim = config.hidden_size, config.quant_dim
+        self.quant_dim = quant_dim
+        self.discarding_threshold = config.discarding_threshold
+        self.codebook = nn.Parameter(torch.randn(config.codebook_size, quant_dim))
+        self.project_in = nn.Linear(dim, quant_dim)
+        self.project_out = nn.Linear(quant_dim, dim)
+        layers: list[nn.Module] = []
+        for kernel, stride, padding in DOWNSAMPLE_STACKS[config.code_seq_len]:
+            layers += [nn.Conv2d(quant_dim, quant_dim, kernel, stride=stride, padding=padding), nn.ReLU()]
+        self.downsample = nn.Sequential(*layers[:-1])
+        self.register_buffer("code_usage", torch.zeros(config.codebook_size), persistent=False)
+
+    def encode(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(batch, h*w, dim) patch tokens -> (batch, code_seq_len, quant_dim) codes."""
+        x = self.project_in(features).transpose(1, 2).reshape(features.shape[0], self.quant_dim, *grid)
+        return self.downsample(x).flatten(2).transpose(1, 2)
+
+    def nearest(self, vectors: torch.Tensor) -> torch.LongTensor:
+        """Index of the nearest codebook entry for each row of (rows, quant_dim)."""
+        codebook = self.codebook
+        distances = (
+            vectors.square().sum(dim=1, keepdim=True)
+            - 2 * vectors @ codebook.t()
+            + codebook.t().square().sum(dim=0, keepdim=True)
+        )
+        return distances.argmin(dim=1)
+
+    def project(self, codes: torch.Tensor) -> torch.Tensor:
+        """(batch, n, quant_dim) code vectors -> (batch, n, dim) action tokens.
+
+        The reference reads the (batch * n, quant_dim) rows as (batch, quant_dim, n) before transposing: a fixed
+        reordering of the elements across tokens that the released weights were trained with.
+        """
+        batch, n, _ = codes.shape
+        return self.project_out(codes.reshape(batch, self.quant_dim, n).transpose(1, 2))
+
+    def forward(
+        self, first: torch.Tensor, second: torch.Tensor, grid: tuple[int, int]
+    ) -> tuple[torch.LongTensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns action indices (b, n), action tokens (b, n, dim), continuous deltas (b, n, q), perplexity."""
+        delta = self.encode(second, grid) - self.encode(first, grid)
+        batch, n, _ = delta.shape
+        rows = delta.reshape(-1, self.quant_dim)
+        indices = self.nearest(rows)
+        hard = self.codebook[indices]
+        if self.training:
+            noise = torch.randn_like(rows)
+            residual_norm = (rows - hard).square().sum(dim=1, keepdim=True).sqrt()
+            noise_norm = noise.square().sum(dim=1, keepdim=True).sqrt()
+            quantized = rows + (residual_norm / noise_norm + 1e-12) * noise
+            with torch.no_grad():
+                self.code_usage += torch.bincount(indices, minlength=self.code_usage.numel()).to(self.code_usage)
+        else:
+            quantized = hard
+        usage = torch.bincount(indices, minlength=self.codebook.shape[0]).float() / indices.numel()
+        perplexity = torch.exp(-(usage * torch.log(usage + 1e-12)).sum())
+        tokens = self.project(quantized.reshape(batch, n, self.quant_dim))
+        return indices.reshape(batch, n), tokens, delta, perplexity
+
+    @torch.no_grad()
+    def replace_unused_codes(self, num_batches: int, generator: torch.Generator | None = None) -> int:
+        """Replace entries used less than `discarding_threshold * num_batches` times since the last call by
+        jittered copies of used ones; reset the counts. Returns how many were replaced."""
+        rate = self.code_usage / num_batches
+        unused = torch.nonzero(rate < self.discarding_threshold).flatten()
+        used = torch.nonzero(rate >= self.discarding_threshold).flatten()
+        codebook = self.codebook.data
+        jitter = lambda n: 1e-12 * torch.randn(n, self.quant_dim, generator=generator).to(codebook)  # noqa: E731
+        if used.numel() == 0:
+            codebook += jitter(codebook.shape[0])
+        elif unused.numel() > 0:
+            order = torch.randperm(max(used.numel(), unused.numel()), generator=generator) % used.numel()
+            donors = codebook[used[order.to(used.device)][: unused.numel()]]
+            codebook[unused] = donors + jitter(unused.numel())
+        self.code_usage.zero_()
+        return int(unused.numel())
+
+
+class LapaDinov3PreTrainedModel(PreTrainedModel):
+    config_class = LapaDinov3Config
+    base_model_prefix = "lapa_dinov3"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "video")
+    _no_split_modules = ["DINOv3ViTEmbeddings", "DINOv3ViTLayer", "LapaDinov3Block"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, LapaDinov3Quantizer):
+            init.normal_(module.codebook, mean=0.0, std=1.0)
+        elif isinstance(module, LapaDinov3Attention):
+            init.ones_(module.q_scale)
+            init.ones_(module.k_scale)
+            if module.is_cross_attention:
+                init.normal_(module.null_key, mean=0.0, std=1.0)
+                init.normal_(module.null_value, mean=0.0, std=1.0)
+
+
+class LapaDinov3Model(LapaDinov3PreTrainedModel):
+    """LAPA-DINOv3 latent action model. The DINOv3 backbone is frozen and stays in eval mode."""
+
+    def __init__(self, config: LapaDinov3Config):
+        super().__init__(config)
+        self.backbone = DINOv3ViTModel(config.backbone_config)
+        self.position_bias = LapaDinov3PositionBias(config)
+        self.spatial_encoder = LapaDinov3Transformer(config, config.spatial_depth)
+        self.temporal_encoder = LapaDinov3Transformer(config, config.temporal_depth)
+        self.quantizer = LapaDinov3Quantizer(config)
+        self.decoder = LapaDinov3Transformer(config, config.decoder_depth, has_cross_attention=True)
+        self.backbone.requires_grad_(False)
+        self.post_init()
+
+    def train(self, mode: bool = True) -> LapaDinov3Model:
+        super().train(mode)
+        self.backbone.eval()  # DINOv3 jitters its RoPE coordinates in training mode; the backbone is frozen
+        return self
+
+    @torch.no_grad()
+    def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """DINOv3 patch features (frames, h, w, dim) of (frames, 3, H, W) pixels in [-1, 1]."""
+        backbone_config = self.config.backbone_config
+        grid = self.config.patch_grid
+        if tuple(pixel_values.shape[-2:]) != (grid[0] * backbone_config.patch_size, grid[1] * backbone_config.patch_size):
+            raise ValueError(
+                f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels; this model takes "
+                f"{backbone_config.image_size}x{backbone_config.image_size} frames (use the processor)"
+            )
+        hidden = self.backbone(pixel_values=pixel_values).last_hidden_state
+        patches = hidden[:, 1 + backbone_config.num_register_tokens :]
+        return patches.reshape(pixel_values.shape[0], *grid, -1)
+
+    def encode(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spatial then temporal transformer over (b, 2, h, w, dim) features; returns both frames' (b, h*w, dim)."""
+        b, t, h, w, d = features.shape
+        video_shape = (b, t, h, w)
+        x = self.spatial_encoder(features.reshape(b * t, h * w, d), video_shape, attn_bias=self.position_bias(h, w))
+        x = x.reshape(b, t, h, w, d).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
+        x = self.temporal_encoder(x, video_shape)
+        x = x.reshape(b, h, w, t, d).permute(0, 3, 1, 2, 4).reshape(b, t, h * w, d)
+        return x[:, 0], x[:, 1]
+
+    def decode(self, first_features: torch.Tensor, latent_actions: torch.Tensor) -> torch.Tensor:
+        """Predicted second-frame features (b, h, w, dim) from first-frame features and action tokens."""
+        b, h, w, d = first_features.shape
+        x = self.decoder(
+            first_features.reshape(b, h * w, d),
+            (b, 1, h, w),
+            attn_bias=self.position_bias(h, w),
+            context=latent_actions,
+        )
+        return x.reshape(b, h, w, d)
+
+    def latent_actions_from_indices(self, action_indices: torch.LongTensor) -> torch.Tensor:
+        """Action tokens (b, n, dim) for given codebook indices (b, n)."""
+        return self.quantizer.project(self.quantizer.codebook[action_indices])
+
+    def decode_actions(
+        self,
+        action_indices: torch.LongTensor,
+        pixel_values: torch.Tensor | None = None,
+        first_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """"What if": predicted second-frame features for first frames (pixels (b, 3, H, W) or features) and codes."""
+        if (pixel_values is None) == (first_features is None):
+            raise ValueError("pass exactly one of `pixel_values` (first frames) and `first_features`")
+        if first_features is None:
+            first_features = self.extract_features(pixel_values)
+        n = self.config.code_seq_len
+        if action_indices.ndim != 2 or action_indices.shape[1] != n:
+            raise ValueError(f"action_indices must have shape (batch, {n}); got {tuple(action_indices.shape)}")
+        return self.decode(first_features, self.latent_actions_from_indices(action_indices))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        backbone_features: torch.Tensor | None = None,
+        stride: int = 1,
+        return_predicted_features: bool = False,
+        output_backbone_features: bool = False,
+        return_loss: bool | None = None,
+    ) -> LapaDinov3Output:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch, 2, 3, H, W)`):
+            Frame pairs, as the processor makes them (`images=[[f0, f1], ...]`).
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`):
+            Clips; latent actions are computed for every pair `(t, t + stride)`, each frame through DINOv3 once.
+        backbone_features (`torch.FloatTensor` of shape `(batch, 2, h, w, dim)`):
+            Precomputed DINOv3 patch features of frame pairs (e.g. a feature cache for training).
+        stride (`int`, defaults to 1):
+            Frame distance of the pairs taken from clips.
+        return_predicted_features (`bool`):
+            Also run the decoder and return `predicted_features`.
+        output_backbone_features (`bool`):
+            Also return the DINOv3 features of both frames.
+        return_loss (`bool`, *optional*):
+            Compute the feature-MSE loss; defaults to `self.training`.
+        """
+        if sum(x is not None for x in (pixel_values, pixel_values_videos, backbone_features)) != 1:
+            raise ValueError("pass exactly one of `pixel_values`, `pixel_values_videos` and `backbone_features`")
+        clip_shape = None
+        if pixel_values_videos is not None:
+            batch, frames = pixel_values_videos.shape[:2]
+            if not 1 <= stride < frames:
+                raise ValueError(f"stride must be in [1, {frames - 1}] for {frames}-frame clips; got {stride}")
+            features = self.extract_features(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
+            clip_shape = (batch, frames - stride)
+            backbone_features = torch.stack((features[:, :-stride], features[:, stride:]), dim=2).flatten(0, 1)
+        elif pixel_values is not None:
+            if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
+                raise ValueError(f"pixel_values must be (batch, 2, 3, H, W) frame pairs; got {tuple(pixel_values.shape)}")
+            backbone_features = self.extract_features(pixel_values.flatten(0, 1)).unflatten(0, (-1, 2))
+
+        dtype = self.quantizer.project_in.weight.dtype
+        backbone_features = backbone_features.to(dtype)
+        grid = tuple(backbone_features.shape[2:4])
+        first, second = self.encode(backbone_features)
+        action_indices, latent_actions, continuous, perplexity = self.quantizer(first, second, grid)
+
+        return_loss = self.training if return_loss is None else return_loss
+        predicted = loss = None
+        if return_predicted_features or return_loss:
+            predicted = self.decode(backbone_features[:, 0], latent_actions)
+            if return_loss:
+                loss = F.mse_loss(predicted, backbone_features[:, 1])
+
+        output = LapaDinov3Output(
+            loss=loss,
+            action_indices=action_indices,
+            latent_actions=latent_actions,
+            continuous_latent_actions=continuous,
+            predicted_features=predicted if return_predicted_features else None,
+            backbone_features=backbone_features if output_backbone_features else None,
+            perplexity=perplexity,
+        )
+        if clip_shape is not None:
+            for key in ("action_indices", "latent_actions", "continuous_latent_actions", "predicted_features", "backbone_features"):
+                if output.get(key) is not None:
+                    output[key] = output[key].unflatten(0, clip_shape)
+        return output
+
+
+__all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel"]

@@ -1,0 +1,39 @@
+"""`lary demo` on the embedded model: the table and the timeline, on a synthetic clip and on a video file."""
+
+import os
+import subprocess
+import sys
+
+from lary.demo import EMBEDDED_MODEL, code_table
+from lary.synthetic import make_clip, write_video
+
+
+def _demo(*args: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "lary", "demo", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_demo_on_a_synthetic_clip(tmp_path):
+    stdout = _demo("--out", str(tmp_path), "--stride", "2", "--direction", "3")
+    assert "moving up-left" in stdout
+    rows = [line for line in stdout.splitlines() if "->" in line and "codes" not in line]
+    assert [row.split()[1] for row in rows] == [f"{t}->{t + 2}" for t in range(6)]
+    assert all(len(row.split()) == 2 + 4 for row in rows)  # pair, frames, code_seq_len codes
+    png = tmp_path / "demo_timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_on_a_video_file(tmp_path):
+    video = write_video(make_clip(0, num_frames=12, size=80, seed=1).frames, tmp_path / "clip.mkv")
+    stdout = _demo("--model", str(EMBEDDED_MODEL), "--video", str(video), "--frames", "4", "--out", str(tmp_path / "o"))
+    assert "clip.mkv" in stdout and "2->3" in stdout and "3->4" not in stdout
+    assert (tmp_path / "o" / "demo_timeline.png").exists()
+
+
+def test_code_table_layout():
+    import torch
+
+    table = code_table(torch.tensor([[1, 2], [3, 4]]), stride=1).splitlines()
+    assert table[2].split() == ["0", "0->1", "1", "2"] and table[3].split() == ["1", "1->2", "3", "4"]
