@@ -88,11 +88,10 @@ def test_short_run_halves_the_loss_and_writes_a_loadable_model(tmp_path):
 
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(out), trust_remote_code=True)
+    assert AutoModel.from_pretrained(str(out), trust_remote_code=True).config.codebook_size == 8
     weights = _weights(out)
     fresh = _weights(out / "checkpoints" / "step-0000200" / "model")
     assert all(torch.equal(weights[k], fresh[k]) for k in weights)
-    assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
 @pytest.mark.slow

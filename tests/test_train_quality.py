@@ -9,7 +9,6 @@ from lary.training.probe import codebook_usage, latent_actions
 
 def test_embedded_model_uses_more_than_half_of_its_codebook():
     model = AutoModel.from_pretrained(str(EMBEDDED_MODEL), trust_remote_code=True)
-    assert not any(p.requires_grad for p in model.backbone.parameters())
     _, labels, indices = latent_actions(model, make_clips(64, seed=2000))
     assert len(labels) == 64 * 7
     assert codebook_usage(indices, model.config.codebook_size) > 0.5
