@@ -84,6 +84,8 @@ def test_registered_auto_classes_load_without_remote_code(converted, tmp_path):
     processor = AutoProcessor.from_pretrained(converted)
     assert isinstance(model, LapaDinov3Model) and isinstance(processor, LapaDinov3Processor)
     assert not model.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for name, p in model.named_parameters() if not name.startswith("backbone."))
     inputs = processor(images=_pairs())
     with torch.no_grad():
         before = model(**inputs)
