@@ -163,7 +163,11 @@ def train(args: TrainingArguments) -> Path:
         [len(clip) for clip in clips], args.batch_size, args.steps, args.stride_range, args.seed,
         start_step=start, process_index=accelerator.process_index, num_processes=accelerator.num_processes,
     )
-    loader = DataLoader(FramePairs(clips, features), batch_sampler=sampler, num_workers=args.num_workers)
+    # its own generator: creating the iterator must not draw from the global RNG that NSVQ's noise uses
+    loader = DataLoader(
+        FramePairs(clips, features), batch_sampler=sampler, num_workers=args.num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     log_path = out / "log.jsonl"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
