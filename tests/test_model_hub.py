@@ -121,3 +121,9 @@ def test_pipeline_serves_pairs_clips_and_batches(converted):
     assert len(batch) == 2
     assert (batch[0]["action_indices"] == single["action_indices"]).all()
     assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
+
+
+def test_embedded_example_ships_the_current_hub_code():
+    example = REPO_ROOT / "examples" / "tiny-lapa-dinov3"
+    for name in ("configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"):
+        assert (example / name).read_text() == (REPO_ROOT / name).read_text(), f"{example / name} is stale: copy {name}"

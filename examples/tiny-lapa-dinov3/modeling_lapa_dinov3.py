@@ -322,8 +322,10 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         self.post_init()
 
     def train(self, mode: bool = True) -> LapaDinov3Model:
+        # The backbone is frozen. `from_pretrained` swaps in fresh parameters and ends with `eval()`, so this is
+        # where it is (re-)frozen; and DINOv3 would jitter its RoPE coordinates in training mode.
         super().train(mode)
-        self.backbone.eval()  # DINOv3 jitters its RoPE coordinates in training mode; the backbone is frozen
+        self.backbone.eval().requires_grad_(False)
         return self
 
     @torch.no_grad()
