@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -13,20 +12,12 @@ from transformers.initialization import no_init_weights
 import lary_hub.configuration_lapa_dinov3 as hub_configuration
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.checkpoint import REFERENCE_LAQ_DEFAULTS, convert_state_dict, load_reference_state_dict
+from lary.jsonfile import read_json_object
 
 # The Hub card ships beside the three Hub files (the repository root, installed as `lary_hub`).
 MODEL_CARD = Path(hub_configuration.__file__).with_name("model_card.md")
 PIPELINE_TASK = "latent-action-extraction"
 
-
-def _read_json(path: str | Path, what: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object")
-    return data
 
 
 def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDinov3Config:
@@ -55,7 +46,7 @@ def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDi
 
 def _backbone_config(path: str | None, backbone: str | None) -> DINOv3ViTConfig:
     if path is not None:
-        data = _read_json(path, "backbone config")
+        data = read_json_object(path, "backbone config")
         data.pop("transformers_version", None)
         return DINOv3ViTConfig(**data)
     if backbone is not None:
@@ -120,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    laq = _read_json(args.laq_config, "LAQ config") if args.laq_config else {}
+    laq = read_json_object(args.laq_config, "LAQ config") if args.laq_config else {}
     backbone_config = _backbone_config(args.backbone_config, args.backbone)
     model = convert_checkpoint(args.checkpoint, laq, backbone_config, backbone=args.backbone)
     out = export(model, args.out)

@@ -24,6 +24,7 @@ from lary.convert import export
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
 from lary.training.report import plot_curves, write_model_card
+from lary.jsonfile import read_json_object
 
 
 @dataclass
@@ -57,24 +58,15 @@ def replacement_due(step: int) -> bool:
     return (step < 100 and step % 10 == 0) or (step < 1000 and step % 100 == 0) or (step < 5000 and step % 500 == 0)
 
 
-def _read_json(path: str, what: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object")
-    return data
-
 
 def build_model(backbone: str, config: str | None = None, image_size: int | None = None) -> LapaDinov3Model:
     """A fresh LAQ on a DINOv3 backbone: a model id or folder (its weights), or a config JSON (random weights)."""
-    laq = _read_json(config, "model config") if config else {}
+    laq = read_json_object(config, "model config") if config else {}
     if "backbone_config" in laq:
         raise ValueError(f"{config}: the backbone comes from --backbone, not from the model config")
     pretrained = None
     if backbone.endswith(".json"):
-        data = _read_json(backbone, "backbone config")
+        data = read_json_object(backbone, "backbone config")
         data.pop("transformers_version", None)
         backbone_config = DINOv3ViTConfig(**data)
     else:
