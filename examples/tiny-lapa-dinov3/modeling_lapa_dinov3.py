@@ -9,7 +9,6 @@ features and the latent actions. Numerically identical to LARYBench's `LatentAct
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
