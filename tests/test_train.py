@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,10 +107,10 @@ def test_resume_continues_exactly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not on PATH")
 def test_two_process_ddp_run(tmp_path):
     out = _train(tmp_path, "ddp", "--steps", "12", "--save-every", "12", "--log-every", "4",
-                 launcher=("accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                 launcher=(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no"))
     assert (out / "model.safetensors").exists()
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
