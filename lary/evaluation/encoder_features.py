@@ -1,4 +1,4 @@
-"""Encoder baselines ("origin" features in the LARY paper): per-frame patch tokens of any 🤗 vision `AutoModel`.
+"""Encoder baselines ("origin" features in the LARY paper): patch tokens of any 🤗 vision `AutoModel` for frame pairs.
 
 Which tokens are taken:
 - ViT-like models called with `pixel_values` `[B, 3, H, W]` (DINOv2, DINOv2 with registers, DINOv3, SigLIP, CLIP):
@@ -7,7 +7,14 @@ Which tokens are taken:
 - Models with a `vision_model` (SigLIP/SigLIP2/CLIP dual encoders): their vision tower, as above.
 - SigLIP2 (NaFlex) vision towers, which take pre-patchified pixels: the frames are cut into patches here
   (row-major, `patch_size x patch_size x 3` per patch, as Siglip2's image processor does) and every patch token is
-  kept (SigLIP2 has no CLS token).
+  kept (SigLIP2 has no CLS token). `frames_from_patches` turns the processor's output back into such frames.
+- V-JEPA2 (`model_type` "vjepa2"), a video model with tubelets of 2 frames: as in LARYBench, a pair is one 2-frame
+  clip `pixel_values_videos` `[B, 2, 3, H, W]`, i.e. a single tubelet, encoded with `skip_predictor=True`; its
+  `(H // patch_size) * (W // patch_size)` tokens are the pair's features (not two frames' worth). H and W must be
+  the model's `crop_size`, which its 3D RoPE assumes.
+
+Per-frame models give `2 * num_patches` tokens per pair (the first frame's, then the second's); V-JEPA2 gives
+`num_patches`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from torch import nn
 
 
-def _vision_config(model: nn.Module):
+def vision_config(model: nn.Module):
     config = model.config
     return getattr(config, "vision_config", None) or config
 
@@ -28,18 +35,41 @@ def _patchify(frames: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patches.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch_size) * (w // patch_size), -1)
 
 
+def frames_from_patches(pixel_values: torch.Tensor, spatial_shapes: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Inverse of `_patchify` for Siglip2 image processor outputs: `pixel_values` `[N, max_patches, p * p * 3]`
+    (padded) with `spatial_shapes` `[N, 2]` (patch rows, columns; equal for all N) -> frames `[N, 3, H, W]`."""
+    if not (spatial_shapes == spatial_shapes[0]).all():
+        raise ValueError(f"frames resized to different patch grids {spatial_shapes.tolist()}; give frames of one size")
+    n, _, width = pixel_values.shape
+    if width != 3 * patch_size * patch_size:
+        raise ValueError(f"patches of {width} values are not {patch_size}x{patch_size} RGB pixels (model patch size)")
+    h, w = (int(size) for size in spatial_shapes[0])
+    patches = pixel_values[:, : h * w].reshape(n, h, w, patch_size, patch_size, 3)
+    return patches.permute(0, 5, 1, 3, 2, 4).reshape(n, 3, h * patch_size, w * patch_size)
+
+
 def _is_siglip2(model: nn.Module) -> bool:
-    return getattr(_vision_config(model), "model_type", "") in ("siglip2_vision_model", "siglip2")
+    return getattr(vision_config(model), "model_type", "") in ("siglip2_vision_model", "siglip2")
+
+
+def is_vjepa2(model: nn.Module) -> bool:
+    return getattr(model.config, "model_type", "") == "vjepa2"
+
+
+def _on_model(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    parameter = next(model.parameters())
+    return pixels.to(device=parameter.device, dtype=parameter.dtype)
 
 
 @torch.no_grad()
 def encode_frames(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     """Patch tokens `[N, num_patches, D]` of frames `[N, 3, H, W]` (preprocessed as the model's image processor does)."""
-    patch_size = _vision_config(model).patch_size
+    if is_vjepa2(model):
+        raise ValueError(f"{type(model).__name__} encodes 2-frame tubelets, not single frames: use encode_frame_pairs")
+    patch_size = vision_config(model).patch_size
     num_patches = (frames.shape[-2] // patch_size) * (frames.shape[-1] // patch_size)
     tower = getattr(model, "vision_model", model)
-    parameter = next(model.parameters())
-    frames = frames.to(device=parameter.device, dtype=parameter.dtype)
+    frames = _on_model(model, frames)
     if _is_siglip2(model):
         h, w = frames.shape[-2] // patch_size, frames.shape[-1] // patch_size
         pixels = _patchify(frames, patch_size)
@@ -54,11 +84,39 @@ def encode_frames(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _encode_tubelets(model: nn.Module, pairs: torch.Tensor) -> torch.Tensor:
+    """V-JEPA2: each pair `[B, 2, 3, H, W]` as one 2-frame clip -> `[B, num_patches, D]`."""
+    config = model.config
+    if config.tubelet_size != 2:
+        raise ValueError(f"{type(model).__name__} has tubelet_size {config.tubelet_size}; a frame pair needs 2")
+    if pairs.shape[-2:] != (config.crop_size, config.crop_size):
+        raise ValueError(
+            f"{type(model).__name__} takes {config.crop_size}x{config.crop_size} frames (config.crop_size); "
+            f"got {pairs.shape[-2]}x{pairs.shape[-1]}"
+        )
+    return model(pixel_values_videos=_on_model(model, pairs), skip_predictor=True).last_hidden_state
+
+
+@torch.no_grad()
 def encode_frame_pairs(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Patch tokens of both frames of each pair: `[B, 2, 3, H, W]` -> `[B, 2 * num_patches, D]`, the first frame's
-    tokens then the second's."""
+    """Features of each pair `[B, 2, 3, H, W]`: `[B, 2 * num_patches, D]` (the first frame's tokens, then the
+    second's) for per-frame models, `[B, num_patches, D]` (one tubelet) for V-JEPA2."""
     if pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
         raise ValueError(f"expected pixel_values of shape [batch, 2, 3, H, W], got {tuple(pixel_values.shape)}")
     model.eval()
+    if is_vjepa2(model):
+        return _encode_tubelets(model, pixel_values)
     tokens = encode_frames(model, pixel_values.flatten(0, 1))
     return tokens.reshape(pixel_values.shape[0], 2 * tokens.shape[1], tokens.shape[2])
+
+
+@torch.no_grad()
+def encode_clip_pairs(model: nn.Module, clips: torch.Tensor, stride: int) -> torch.Tensor:
+    """Features of the pairs `(t, t + stride)` of clips `[B, F, 3, H, W]` -> `[B, F - stride, tokens, D]`, equal to
+    `encode_frame_pairs` of each pair. Per-frame models encode every frame once; V-JEPA2 encodes every pair."""
+    model.eval()
+    if is_vjepa2(model):
+        pairs = torch.stack((clips[:, :-stride], clips[:, stride:]), dim=2)  # (B, P, 2, 3, H, W)
+        return _encode_tubelets(model, pairs.flatten(0, 1)).unflatten(0, pairs.shape[:2])
+    tokens = encode_frames(model, clips.flatten(0, 1)).unflatten(0, clips.shape[:2])  # (B, F, patches, D)
+    return torch.cat((tokens[:, :-stride], tokens[:, stride:]), dim=2)

@@ -1,8 +1,9 @@
 """The representations `lary extract` writes: LAPA-DINOv3 latent actions (`--model`) or the patch features of
-both frames from any 🤗 vision `AutoModel` (`--encoder`).
+frame pairs from any 🤗 vision `AutoModel` or V-JEPA2 (`--encoder`).
 
 Both take pixels from their own preprocessing and return numpy arrays with a leading row axis: frame pairs
-`(B, 2, 3, H, W)` -> `(B, ...)`, clips `(B, frames, 3, H, W)` -> `(B, pairs, ...)` with each frame encoded once.
+`(B, 2, 3, H, W)` -> `(B, ...)`, clips `(B, frames, 3, H, W)` -> `(B, pairs, ...)` with each frame encoded once
+(V-JEPA2: each pair).
 """
 
 from __future__ import annotations
@@ -13,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
+from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
 
 from lary import LapaDinov3Model, LapaDinov3Processor
-from lary.evaluation.encoder_features import encode_frame_pairs, encode_frames
+from lary.evaluation.encoder_features import (
+    encode_clip_pairs,
+    encode_frame_pairs,
+    frames_from_patches,
+    is_vjepa2,
+    vision_config,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HASHED_BYTES = 16 * 2**20
@@ -95,12 +104,51 @@ class LatentActionExtractor:
         return self._outputs(pixel_values_videos=pixels.to(self.device, self.dtype), stride=stride)
 
 
+def vjepa2_video_processor(name: str, model) -> VJEPA2VideoProcessor:
+    """V-JEPA2's preprocessing settings: its saved video processor config (`video_preprocessor_config.json`, else
+    `preprocessor_config.json`), else the V-JEPA2 defaults at the model's `crop_size`."""
+    try:
+        return VJEPA2VideoProcessor.from_pretrained(name)
+    except OSError:
+        return VJEPA2VideoProcessor(crop_size=model.config.crop_size)
+
+
+def vjepa2_pixels(frames: list[np.ndarray], processor: VJEPA2VideoProcessor) -> torch.Tensor:
+    """RGB uint8 frames -> `(frames, 3, crop, crop)` as `VJEPA2VideoProcessor` does (it needs torchvision), with PIL:
+    resize the shortest edge to `size.shortest_edge` (`int(crop * 256 / 224)`), center crop, rescale, normalize."""
+    crop, pixels = processor.crop_size, []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        if processor.do_resize:
+            width, height, short = *image.size, processor.size.shortest_edge
+            size = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+            image = image.resize(size, resample=Image.Resampling(int(processor.resample)))
+        array = np.asarray(image, dtype=np.float32)
+        if processor.do_center_crop:
+            top, left = (array.shape[0] - crop.height) // 2, (array.shape[1] - crop.width) // 2
+            array = array[top : top + crop.height, left : left + crop.width]
+        if processor.do_rescale:
+            array = array * processor.rescale_factor
+        if processor.do_normalize:
+            array = (array - np.asarray(processor.image_mean)) / np.asarray(processor.image_std)
+        pixels.append(torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1))
+    return torch.stack(pixels)
+
+
 class EncoderFeatureExtractor:
-    """Patch tokens of both frames of every pair (`features`: `2 * patches x D`), as
-    `lary.evaluation.encoder_features.encode_frame_pairs` computes them, each clip frame encoded once."""
+    """Encoder `features` of every pair, as `lary.evaluation.encoder_features.encode_frame_pairs` computes them:
+    `2 * patches x D` (both frames' patch tokens; each clip frame encoded once) or, for V-JEPA2, `patches x D` (the
+    pair as one tubelet).
+
+    Pixels come from the model's image processor; Siglip2's (NaFlex) patchified output is turned back into frames
+    (all frames of a run must get one patch grid). V-JEPA2 frames are preprocessed here (`vjepa2_pixels`)."""
 
     def __init__(self, model, name: str):
-        self.model = model
+        self.model, self.name = model, name
+        self.patch_grid: tuple[int, int] | None = None
+        if is_vjepa2(model):
+            self.video_processor = vjepa2_video_processor(name, model)
+            return
         try:
             self.image_processor = AutoImageProcessor.from_pretrained(name)
         except OSError as error:
@@ -110,7 +158,22 @@ class EncoderFeatureExtractor:
         return {"features": _list_type(pa.float32(), 2 + int(clip))}
 
     def to_pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
-        return self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+        if is_vjepa2(self.model):
+            return vjepa2_pixels(frames, self.video_processor)
+        processed = self.image_processor(images=frames, return_tensors="pt")
+        if "spatial_shapes" not in processed:
+            return processed["pixel_values"]
+        grids = {tuple(grid) for grid in processed["spatial_shapes"].tolist()}
+        if self.patch_grid:
+            grids.add(self.patch_grid)
+        if len(grids) > 1:
+            raise ValueError(
+                f"--encoder {self.name} resizes frames to patch grids that keep their aspect ratio; got "
+                f"{sorted(grids)}: features of one run need one grid, so give frames of one size"
+            )
+        self.patch_grid = grids.pop()
+        patch_size = vision_config(self.model).patch_size
+        return frames_from_patches(processed["pixel_values"], processed["spatial_shapes"], patch_size)
 
     @torch.inference_mode()
     def pairs(self, pixels: torch.Tensor) -> dict[str, np.ndarray]:
@@ -118,8 +181,7 @@ class EncoderFeatureExtractor:
 
     @torch.inference_mode()
     def clips(self, pixels: torch.Tensor, stride: int) -> dict[str, np.ndarray]:
-        tokens = encode_frames(self.model, pixels.flatten(0, 1)).unflatten(0, pixels.shape[:2])  # (B, F, p, D)
-        return {"features": _numpy(torch.cat((tokens[:, :-stride], tokens[:, stride:]), dim=2))}
+        return {"features": _numpy(encode_clip_pairs(self.model, pixels, stride))}
 
 
 Extractor = LatentActionExtractor | EncoderFeatureExtractor

@@ -1,0 +1,172 @@
+"""`lary extract --encoder` with SigLIP2 (NaFlex) and V-JEPA2: tiny random models saved with their processor configs,
+the real CLI on LARY pairs and image-folder clips, and the features checked against the transformers models called
+directly on independently preprocessed inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, Siglip2ImageProcessorPil, Siglip2VisionConfig, VJEPA2Config
+from transformers.image_transforms import center_crop, normalize, rescale, resize
+from transformers.image_utils import ChannelDimension, PILImageResampling
+from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
+
+from lary.evaluation.features import load_split
+from lary.extract.models import vjepa2_video_processor
+from test_extract import extract, prepare_lary, read_output
+
+TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
+TINY_VJEPA2 = dict(TINY, mlp_ratio=2.0, crop_size=32, frames_per_clip=2, pred_hidden_size=16,
+                   pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=1)
+VJEPA2_MEAN, VJEPA2_STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]  # not the defaults: the saved config must be read
+VJEPA2_TOKENS = (32 // 8) ** 2  # one tubelet of 4 x 4 patches per pair
+
+
+def saved(folder: Path, model: torch.nn.Module, processor) -> Path:
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_datasets_cache(tmp_path_factory):
+    """`datasets` caches a local folder by its name and card, not its files: another `prepared/` folder with the
+    same configs (another test run's) would be served from ~/.cache instead of this module's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets_cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def siglip2_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = AutoModel.from_config(Siglip2VisionConfig(**TINY, intermediate_size=64, num_patches=16))
+    return saved(tmp_path_factory.mktemp("siglip2"), model, Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16))
+
+
+@pytest.fixture(scope="module")
+def vjepa2_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = AutoModel.from_config(VJEPA2Config(**TINY_VJEPA2))
+    processor = VJEPA2VideoProcessor(crop_size=32, image_mean=VJEPA2_MEAN, image_std=VJEPA2_STD)
+    return saved(tmp_path_factory.mktemp("vjepa2"), model, processor)
+
+
+@pytest.fixture(scope="module")
+def libero(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A prepared LARY pair config (32 x 32 images) and its first 3 rows."""
+    folder = prepare_lary(tmp_path_factory.mktemp("lary"), {"libero": 3})
+    return folder, list(datasets.load_dataset(str(folder), "libero", split="validation"))
+
+
+def image_folder(folder: Path, num_frames: int, height: int, width: int) -> list[np.ndarray]:
+    """Random non-square frames `frame_0.png ...` (so resizing and cropping matter); returns them."""
+    folder.mkdir(parents=True)
+    frames = list(np.random.default_rng(num_frames).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8))
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{index}.png")
+    return frames
+
+
+def features(outdir: Path) -> list[np.ndarray]:
+    return [np.array(row, dtype=np.float32) for row in read_output(outdir).column("features").to_pylist()]
+
+
+def pair_images(libero: tuple[Path, list[dict]], outdir: Path) -> list[list[np.ndarray]]:
+    """The frames of each output row's pair, in output order."""
+    by_id = {row["id"]: row for row in libero[1]}
+    rows = [by_id[i] for i in read_output(outdir).column("id").to_pylist()]
+    return [[np.asarray(row["source_image"]), np.asarray(row["target_image"])] for row in rows]
+
+
+@torch.no_grad()
+def siglip2_tokens(folder: Path, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Patch tokens per image as transformers documents SigLIP2: `model(**processor(images=...))`, minus padding."""
+    inputs = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")
+    hidden = AutoModel.from_pretrained(folder).eval()(**inputs).last_hidden_state
+    return [tokens[mask.bool()] for tokens, mask in zip(hidden, inputs["pixel_attention_mask"])]
+
+
+def vjepa2_frame(frame: np.ndarray) -> torch.Tensor:
+    """V-JEPA2 eval preprocessing with transformers' numpy transforms: shortest edge to int(32 * 256 / 224) = 36,
+    center crop 32, rescale 1/255, normalize with the saved mean/std -> (3, 32, 32)."""
+    height, width = frame.shape[:2]
+    size = (36, int(36 * width / height)) if height <= width else (int(36 * height / width), 36)
+    image = resize(frame, size, resample=PILImageResampling.BILINEAR, input_data_format=ChannelDimension.LAST)
+    image = center_crop(image, (32, 32), input_data_format=ChannelDimension.LAST)
+    image = normalize(rescale(image.astype(np.float32), 1 / 255), VJEPA2_MEAN, VJEPA2_STD,
+                      input_data_format=ChannelDimension.LAST)
+    return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def vjepa2_tokens(folder: Path, pairs: list[list[np.ndarray]]) -> torch.Tensor:
+    """`VJEPA2Model(pixel_values_videos=(B, 2, 3, 32, 32), skip_predictor=True).last_hidden_state`."""
+    videos = torch.stack([torch.stack([vjepa2_frame(frame) for frame in pair]) for pair in pairs])
+    return AutoModel.from_pretrained(folder).eval()(pixel_values_videos=videos, skip_predictor=True).last_hidden_state
+
+
+def test_siglip2_pairs_equal_the_model_on_its_processor_output(tmp_path, siglip2_dir, libero):
+    out = tmp_path / "out"
+    assert extract("--encoder", str(siglip2_dir), "--dataset", str(libero[0]), "--config", "libero",
+                   "--out", str(out)) == 0
+    tokens = siglip2_tokens(siglip2_dir, [frame for pair in pair_images(libero, out) for frame in pair])
+    rows = features(out)
+    assert len(rows) == 3
+    for index, row in enumerate(rows):
+        expected = torch.cat(tokens[2 * index : 2 * index + 2])
+        assert row.shape == expected.shape == (2 * 16, 32)  # 32 x 32 frames: 4 x 4 patches each
+        np.testing.assert_allclose(row, expected.numpy(), atol=1e-5)
+    assert load_split(out).features.shape == (3, 2 * 16, 32)
+
+
+def test_siglip2_clip_keeps_the_aspect_ratio_and_one_grid_per_run(tmp_path, siglip2_dir):
+    frames = image_folder(tmp_path / "frames" / "episode", num_frames=5, height=24, width=40)
+    out = tmp_path / "out"
+    assert extract("--encoder", str(siglip2_dir), "--images", str(tmp_path / "frames" / "episode"),
+                   "--stride", "2", "--out", str(out)) == 0
+    (clip,) = features(out)
+    tokens = siglip2_tokens(siglip2_dir, frames)
+    patches = len(tokens[0])
+    assert patches == 15  # 3 x 5 patches: the largest grid with the 24:40 aspect ratio within 16 patches
+    assert clip.shape == (3, 2 * patches, 32)
+    for t in range(3):
+        np.testing.assert_allclose(clip[t], torch.cat((tokens[t], tokens[t + 2])).numpy(), atol=1e-5)
+
+    image_folder(tmp_path / "frames" / "tall", num_frames=3, height=40, width=24)
+    with pytest.raises(ValueError, match=r"patch grids .*\[\(3, 5\), \(5, 3\)\]"):
+        extract("--encoder", str(siglip2_dir), "--images", str(tmp_path / "frames" / "episode"),
+                str(tmp_path / "frames" / "tall"), "--out", str(tmp_path / "mixed"))
+
+
+def test_vjepa2_pairs_are_one_tubelet_each(tmp_path, vjepa2_dir, libero):
+    out = tmp_path / "out"
+    assert extract("--encoder", str(vjepa2_dir), "--dataset", str(libero[0]), "--config", "libero",
+                   "--out", str(out)) == 0
+    expected = vjepa2_tokens(vjepa2_dir, pair_images(libero, out))
+    assert expected.shape == (3, VJEPA2_TOKENS, 32)
+    np.testing.assert_allclose(np.stack(features(out)), expected.numpy(), atol=1e-5)
+    assert load_split(out).features.shape == (3, VJEPA2_TOKENS, 32)
+
+
+def test_vjepa2_clip_pairs_in_windows(tmp_path, vjepa2_dir):
+    frames = image_folder(tmp_path / "episode", num_frames=6, height=40, width=56)
+    out = tmp_path / "out"
+    assert extract("--encoder", str(vjepa2_dir), "--images", str(tmp_path / "episode"), "--stride", "2",
+                   "--batch-size", "3", "--out", str(out)) == 0  # 4 pairs in windows of 3 pairs
+    (clip,) = features(out)
+    expected = vjepa2_tokens(vjepa2_dir, [[frames[t], frames[t + 2]] for t in range(4)])
+    assert clip.shape == (4, VJEPA2_TOKENS, 32)
+    np.testing.assert_allclose(clip, expected.numpy(), atol=1e-5)
+
+
+def test_vjepa2_without_a_processor_config_uses_the_defaults_at_the_model_crop_size(tmp_path):
+    model = AutoModel.from_config(VJEPA2Config(**TINY_VJEPA2))
+    processor = vjepa2_video_processor(str(tmp_path), model)
+    assert (processor.crop_size.height, processor.crop_size.width, processor.size.shortest_edge) == (32, 32, 36)
+    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and processor.rescale_factor == 1 / 255
