@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training import epoch_batches, local_rows, predict, reduce_sum, warmup_cosine
+from .training import Rows, epoch_batches, local_rows, predict, read_ahead, reduce_sum, warmup_cosine
 
 # (lr, weight decay) of the five heads in LARYBench `classification/configs/eval/vitl/manipulation.yaml`.
 PAPER_HEADS = ((5e-3, 0.01), (3e-3, 0.1), (1e-3, 0.4), (3e-4, 0.8), (1e-4, 0.01))
@@ -178,17 +178,20 @@ def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
 
 
 def train_classification(
-    train_features: torch.Tensor,
+    train_features: Rows,
     train_labels: torch.Tensor,
-    val_features: torch.Tensor,
+    val_features: Rows,
     val_labels: torch.Tensor,
     config: ClassificationConfig,
     accelerator: Accelerator,
     num_classes: int | None = None,
 ) -> ClassificationResult:
-    """Train all heads; the reported accuracy is the best head's top-1 on the validation rows after the last epoch."""
+    """Train all heads; the reported accuracy is the best head's top-1 on the validation rows after the last epoch.
+
+    The features are `[rows, tokens, D]` or `[rows, pairs, tokens, D]`, each step reading only its process's rows.
+    """
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
-    num_pairs = train_features.shape[1] if train_features.dim() == 4 else 1
+    num_pairs = train_features.shape[1] if len(train_features.shape) == 4 else 1
     torch.manual_seed(config.seed)
     model = MultiHeadProbe(
         [AttentiveProbe(train_features.shape[-1], num_classes, num_pairs, config) for _ in config.heads]
@@ -208,13 +211,12 @@ def train_classification(
     history = []
     for epoch in tqdm(range(1, config.epochs + 1), desc="classification probe", disable=not accelerator.is_main_process):
         sums = [0.0] * (2 * num_heads + 1)  # loss per head, correct per head, rows
-        for batch in epoch_batches(len(train_features), config.batch_size, generator, weights):
-            if len(batch) < accelerator.num_processes:
-                continue
+        batches = epoch_batches(len(train_features), config.batch_size, generator, weights)
+        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
+        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
             rows = local_rows(batch, accelerator)
-            features = train_features[rows].to(accelerator.device)
             labels = train_labels[rows].to(accelerator.device)
-            logits = model(features)
+            logits = model(features.to(accelerator.device))
             losses = torch.stack(
                 [F.cross_entropy(head, labels, label_smoothing=config.label_smoothing, reduction="sum") for head in logits]
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -11,7 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training import epoch_batches, local_rows, predict, reduce_sum, warmup_constant
+from .training import Rows, epoch_batches, local_rows, predict, read_ahead, reduce_sum, warmup_constant
 
 ALL_ROBOTS = "all"
 
@@ -39,7 +40,8 @@ class ResidualBlock(nn.Module):
 
 
 class MLPResNet(nn.Module):
-    """LayerNorm, Linear(in -> hidden), ReLU, residual blocks, LayerNorm, Linear(hidden -> out)."""
+    """LayerNorm, Linear(in -> hidden), ReLU, residual blocks, LayerNorm, Linear(hidden -> out) on the input
+    flattened to `[batch, in]`."""
 
     def __init__(self, input_dim: int, output_dim: int, hidden_dim: int = 4096, num_blocks: int = 2):
         super().__init__()
@@ -53,7 +55,7 @@ class MLPResNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.flatten(1))
 
 
 @dataclass
@@ -122,9 +124,9 @@ def masked_mse(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 
 
 def train_regression(
-    train_features: torch.Tensor,
+    train_features: Rows,
     train_actions: list[np.ndarray],
-    val_features: torch.Tensor,
+    val_features: Rows,
     val_actions: list[np.ndarray],
     config: RegressionConfig,
     accelerator: Accelerator,
@@ -132,18 +134,17 @@ def train_regression(
     val_robot_types: list[str] | None = None,
 ) -> RegressionResult:
     """Train one MLPResNet on z-scored targets (padded to the largest dof when robot types differ, padding masked out
-    of loss and metrics); report the validation MSE of the best epoch."""
+    of loss and metrics); report the validation MSE of the best epoch. Each step reads only its process's rows."""
     normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
     stride = train_actions[0].shape[0]
     dof = max(action.shape[1] for action in train_actions + val_actions)
     train_targets, train_mask = pad_targets(normalizer.normalize(train_actions, train_robot_types), stride, dof)
     val_targets, val_mask = pad_targets(normalizer.normalize(val_actions, val_robot_types), stride, dof)
-    train_inputs, val_inputs = train_features.flatten(1), val_features.flatten(1)
 
     torch.manual_seed(config.seed)
-    model = MLPResNet(train_inputs.shape[1], stride * dof, config.hidden_dim, config.residual_blocks)
+    model = MLPResNet(math.prod(train_features.shape[1:]), stride * dof, config.hidden_dim, config.residual_blocks)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * -(-len(train_inputs) // config.batch_size)
+    total_steps = config.epochs * -(-len(train_features) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(int(config.warmup_fraction * total_steps)))
     model, optimizer = accelerator.prepare(model, optimizer)
     probe = accelerator.unwrap_model(model)
@@ -151,12 +152,12 @@ def train_regression(
     history, best = [], None
     for epoch in tqdm(range(1, config.epochs + 1), desc="regression probe", disable=not accelerator.is_main_process):
         loss_sum, entries = 0.0, 0.0
-        for batch in epoch_batches(len(train_inputs), config.batch_size, generator):
-            if len(batch) < accelerator.num_processes:
-                continue
+        batches = epoch_batches(len(train_features), config.batch_size, generator)
+        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
+        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
             rows = local_rows(batch, accelerator)
             mask = train_mask[rows].to(accelerator.device)
-            predictions = model(train_inputs[rows].to(accelerator.device))
+            predictions = model(features.to(accelerator.device))
             loss = F.huber_loss(
                 predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
             )
@@ -168,7 +169,7 @@ def train_regression(
             loss_sum += loss.item()
             entries += mask.sum().item()
         loss_sum, entries = reduce_sum([loss_sum, entries], accelerator)
-        predictions = predict(probe, val_inputs, config.batch_size, accelerator, (len(val_inputs), stride * dof))
+        predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
         mse = masked_mse(predictions, val_targets, val_mask)
         history.append({"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse})
         if best is None or mse < best[0]:

@@ -1,12 +1,28 @@
-"""What both probes share: batch order, sharding a global batch over processes, schedules, evaluation."""
+"""What both probes share: batch order, sharding a global batch over processes, reading rows ahead, schedules,
+evaluation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 import torch
 from accelerate import Accelerator
+
+Batch = TypeVar("Batch")
+
+
+class Rows(Protocol):
+    """Feature rows fetched by a 1-D tensor of row numbers: a dense tensor, or a lazy `features.FeatureStore`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
 
 
 def epoch_batches(
@@ -24,6 +40,20 @@ def epoch_batches(
 def local_rows(batch: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
     """This process's share of a global batch (every `num_processes`-th row)."""
     return batch[accelerator.process_index :: accelerator.num_processes]
+
+
+def read_ahead(batches: Iterable[Batch], read: Callable[[Batch], torch.Tensor]) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """`(batch, read(batch))` for each batch, the next one read in a background thread while the caller computes on
+    this one (the values are the same as reading in turn)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in batches:
+            future = pool.submit(read, batch)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (batch, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -45,15 +75,16 @@ def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, inputs: torch.Tensor, batch_size: int, accelerator: Accelerator, output_shape: tuple[int, ...]
+    model: torch.nn.Module, inputs: Rows, batch_size: int, accelerator: Accelerator, output_shape: tuple[int, ...]
 ) -> torch.Tensor:
-    """Outputs for all rows of `inputs`, each process computing its share; `model(x)` maps `[b, ...]` to
-    `[*output_shape[:-2], b, output_shape[-1]]` with the row axis second to last. Returned on CPU on every process."""
+    """Outputs for all rows of `inputs`, each process reading and computing only its share; `model(x)` maps
+    `[b, ...]` to `[*output_shape[:-2], b, output_shape[-1]]` with the row axis second to last. Returned on CPU on
+    every process."""
     model.eval()
     outputs = torch.zeros(output_shape, device=accelerator.device)
     rows = torch.arange(len(inputs))[accelerator.process_index :: accelerator.num_processes]
-    for chunk in rows.split(batch_size):
-        outputs[..., chunk.to(accelerator.device), :] = model(inputs[chunk].to(accelerator.device)).float()
+    for chunk, features in read_ahead(rows.split(batch_size), inputs.__getitem__):
+        outputs[..., chunk.to(accelerator.device), :] = model(features.to(accelerator.device)).float()
     model.train()
     return accelerator.reduce(outputs, "sum").cpu()
 
