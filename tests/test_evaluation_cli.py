@@ -55,7 +55,8 @@ def test_evaluate_classification_command_writes_results_and_plots(tmp_path):
     train, val = classification_split(tmp_path, "train", 192, 1), classification_split(tmp_path, "validation", 96, 2)
     out = tmp_path / "results"
     completed = run(sys.executable, "-m", "lary", "evaluate", "--train", str(train), "--validation", str(val),
-                    "--task", "classification", "--out", str(out), "--epochs", "4", *SMALL_CLASSIFIER)
+                    "--task", "classification", "--out", str(out), "--epochs", "4", "--cache-dir", str(tmp_path / "cache"),
+                    *SMALL_CLASSIFIER)
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == "top1_accuracy" and results["value"] >= 0.95
     assert results["value"] == results["heads"][results["best_head"]]["accuracy"]
@@ -72,10 +73,11 @@ def regression_results(tmp_path_factory) -> dict[str, Path]:
     train, val = regression_split(root, "train", 510, 1), regression_split(root, "validation", 101, 2)
     args = ["-m", "lary", "evaluate", "--train", str(train), "--validation", str(val), "--task", "regression",
             "--epochs", "3", "--cpu", *SMALL_REGRESSOR]
-    run(sys.executable, *args, "--out", str(root / "one"))
+    run(sys.executable, *args, "--out", str(root / "one"), "--cache-dir", str(root / "cache-one"))
     run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", *args, "--out", str(root / "two"))
-    return {"one": root / "one", "two": root / "two"}
+        "--mixed_precision", "no", "--dynamo_backend", "no", *args, "--out", str(root / "two"),
+        "--cache-dir", str(root / "cache-two"))
+    return {"one": root / "one", "two": root / "two", "cache-two": root / "cache-two"}
 
 
 def test_two_processes_match_one(regression_results):
@@ -87,6 +89,8 @@ def test_two_processes_match_one(regression_results):
         assert b["validation_mse"] == pytest.approx(a["validation_mse"], rel=1e-4)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
     assert (regression_results["two"] / "per_dimension_error.png").exists()
+    # Each split's feature store was written once, nothing left half-written.
+    assert sorted(path.name.split("-")[0] for path in regression_results["cache-two"].iterdir()) == ["train", "validation"]
 
 
 def test_leaderboard_command(regression_results, tmp_path):
@@ -113,7 +117,7 @@ def test_train_validation_model_mismatch_is_an_error(tmp_path):
     add_arguments(parser)
     train, val = regression_split(tmp_path, "train", 8, 1), regression_split(tmp_path, "validation", 8, 2, model="other")
     args: Namespace = parser.parse_args(["--train", str(train), "--validation", str(val), "--task", "regression",
-                                         "--out", str(tmp_path / "out"), "--cpu"])
+                                         "--out", str(tmp_path / "out"), "--cpu", "--cache-dir", str(tmp_path / "cache")])
     with pytest.raises(ValueError, match="'tiny-lam'.*'other'"):
         evaluate(args)
 

@@ -1,4 +1,5 @@
-"""The probes learn what the features carry and nothing more (small widths, seconds on CPU)."""
+"""The probes learn what the features carry and nothing more (small widths, seconds on CPU); they train exactly the
+same on the lazy feature store as on dense tensors, and each process reads only its own rows."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from lary.evaluation.classification import AttentiveProbe, ClassificationConfig, train_classification
+from lary.evaluation.classification import PAPER_HEADS, AttentiveProbe, ClassificationConfig, train_classification
+from lary.evaluation.features import load_split, one_hot_indices
 from lary.evaluation.regression import RegressionConfig, train_regression
+from test_evaluation_features import write_extract_output
 
 NUM_CLASSES = 4
 SMALL_CLASSIFIER = ClassificationConfig(hidden_dim=32, pooler_depth=2, attention_heads=4, epochs=5, batch_size=32)
@@ -108,3 +111,79 @@ def test_regression_pads_robot_types_with_different_dof(accelerator):
     assert len(result.per_dimension_mse) == 5
     assert np.allclose(result.normalization["r5"]["mean"], np.concatenate(y5).mean(0), rtol=1e-4)
     assert all(value < 10 for value in result.per_robot_mse.values())
+
+
+def stored(tmp_path, name: str, features: np.ndarray, column: str = "latent_actions"):
+    """`features` (rows in id order) through `lary extract`'s layout and `load_split`: the lazy store."""
+    ids = [f"row{i:05d}" for i in range(len(features))]
+    write_extract_output(tmp_path / name, {"id": ids, column: features.tolist()}, shards=3)
+    return load_split(tmp_path / name, column, cache_dir=tmp_path / "cache")
+
+
+def test_store_trains_exactly_like_dense_tensors(accelerator, tmp_path):
+    # The in-memory loader handed the probes these dense tensors; the store must give bit-identical runs.
+    rng = np.random.default_rng(4)
+    prototypes = rng.normal(size=(NUM_CLASSES, 4, 16)).astype(np.float32)
+    (x, y), (vx, vy) = labelled_features(rng, 80, prototypes), labelled_features(rng, 40, prototypes)
+    config = ClassificationConfig(
+        hidden_dim=16, pooler_depth=2, attention_heads=2, epochs=2, batch_size=32, heads=PAPER_HEADS[:2]
+    )
+    dense = train_classification(x, y, vx, vy, config, accelerator)
+    store, val_store = stored(tmp_path, "x", x.numpy()).features, stored(tmp_path, "vx", vx.numpy()).features
+    lazy = train_classification(store, y, val_store, vy, config, accelerator)
+    assert lazy.history == dense.history
+    np.testing.assert_array_equal(lazy.predictions, dense.predictions)
+
+    (x, actions), (vx, val_actions) = linear_targets(rng, 100, None), linear_targets(rng, 30, None)
+    config = RegressionConfig(hidden_dim=16, epochs=2, batch_size=32)
+    dense = train_regression(x, actions, vx, val_actions, config, accelerator)
+    store, val_store = stored(tmp_path, "r", x.numpy()).features, stored(tmp_path, "vr", vx.numpy()).features
+    lazy = train_regression(store, actions, val_store, val_actions, config, accelerator)
+    assert (lazy.history, lazy.per_dimension_mse) == (dense.history, dense.per_dimension_mse)
+
+
+def test_one_hot_per_batch_trains_exactly_like_dense_one_hot(accelerator, tmp_path):
+    rng = np.random.default_rng(5)
+    codes, val_codes = rng.integers(0, 6, (64, 2, 3)), rng.integers(0, 7, (16, 2, 3))  # codebook size from both splits
+    labels, val_labels = torch.from_numpy(codes[:, 0, 0] % 2), torch.from_numpy(val_codes[:, 0, 0] % 2)
+    train, val = stored(tmp_path, "c", codes, "action_indices"), stored(tmp_path, "vc", val_codes, "action_indices")
+    assert one_hot_indices(train, val) == 7
+    config = ClassificationConfig(
+        hidden_dim=16, pooler_depth=2, attention_heads=2, epochs=2, batch_size=16, heads=PAPER_HEADS[:1]
+    )
+    one_hot = np.eye(7, dtype=np.float32)  # what the in-memory loader did to the whole split
+    dense = train_classification(
+        torch.from_numpy(one_hot[codes]), labels, torch.from_numpy(one_hot[val_codes]), val_labels, config, accelerator
+    )
+    lazy = train_classification(train.features, labels, val.features, val_labels, config, accelerator)
+    assert lazy.history == dense.history
+
+
+class RecordedRows:
+    """Dense rows that record which row numbers were read."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows, self.reads = rows, []
+        self.shape = rows.shape
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        self.reads.append(rows.tolist())
+        return self.rows[rows]
+
+
+def test_a_process_reads_only_its_share_of_each_batch(monkeypatch):
+    # Process 1 of 2 (patched onto a single-process Accelerator: only the row bookkeeping is under test).
+    monkeypatch.setattr(Accelerator, "process_index", property(lambda self: 1))
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    rng = np.random.default_rng(6)
+    (x, actions), (vx, val_actions) = linear_targets(rng, 64, None), linear_targets(rng, 20, None)
+    train, val = RecordedRows(x), RecordedRows(vx)
+    config = RegressionConfig(hidden_dim=8, epochs=2, batch_size=16)
+    train_regression(train, actions, val, val_actions, config, Accelerator(cpu=True))
+    assert [len(rows) for rows in train.reads] == [8] * 8  # half of every global batch of 16, 4 steps x 2 epochs
+    for epoch in (train.reads[:4], train.reads[4:]):
+        assert len({row for rows in epoch for row in rows}) == 32  # distinct rows: a shard of the epoch's permutation
+    assert sorted(row for rows in val.reads for row in rows) == sorted([*range(1, 20, 2)] * 2)  # odd rows, each epoch

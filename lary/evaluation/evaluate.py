@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=["classification", "regression"])
     parser.add_argument("--out", required=True, type=Path, help="Folder for results.json and the plots.")
     parser.add_argument("--feature", choices=FEATURE_COLUMNS, help="Representation column (default: latent_actions, else features).")
+    parser.add_argument(
+        "--cache-dir", type=Path,
+        help="Where the features are copied once for per-batch reads (default: $LARY_CACHE/features or ~/.cache/lary/features).",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256, help="Global batch size, split over processes.")
     parser.add_argument("--hidden-dim", type=int, help="Probe width (default: 768 classification, 4096 regression).")
@@ -79,8 +83,7 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
         seed=args.seed,
     )
     result = train_classification(
-        torch.from_numpy(train.features), torch.from_numpy(train.labels),
-        torch.from_numpy(validation.features), torch.from_numpy(validation.labels),
+        train.features, torch.from_numpy(train.labels), validation.features, torch.from_numpy(validation.labels),
         config, accelerator, num_classes,
     )
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -117,7 +120,7 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
         seed=args.seed,
     )
     result = train_regression(
-        torch.from_numpy(train.features), train.actions, torch.from_numpy(validation.features), validation.actions,
+        train.features, train.actions, validation.features, validation.actions,
         config, accelerator, train.robot_types, validation.robot_types,
     )
     if accelerator.is_main_process:
@@ -136,12 +139,14 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    """Load both splits, train the probe, write `results.json` and plots under `args.out`; returns the results."""
+    """Read both splits (features per batch), train the probe, write `results.json` and plots under `args.out`;
+    returns the results."""
     accelerator = Accelerator(cpu=args.cpu)
     set_seed(args.seed)
     target = "label" if args.task == "classification" else "action"
-    train = load_split(args.train, args.feature, target)
-    validation = load_split(args.validation, train.feature_name, target)
+    with accelerator.local_main_process_first():  # one process per machine writes the feature cache
+        train = load_split(args.train, args.feature, target, args.cache_dir)
+        validation = load_split(args.validation, train.feature_name, target, args.cache_dir)
     if train.manifest.get("model") != validation.manifest.get("model"):
         raise ValueError(
             f"train features come from model {train.manifest.get('model')!r} ({args.train}) "

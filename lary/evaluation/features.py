@@ -1,8 +1,27 @@
-"""Read what `lary extract` wrote (Parquet shards and `manifest.json`) into arrays for the probes."""
+"""Read what `lary extract` wrote (Parquet shards and `manifest.json`) for the probes, without holding the features
+in memory.
+
+ids, labels, actions and robot types are small and are read into memory. The feature column (up to ~1.6 MB a row for
+encoder baselines) is copied once, in `id` order, into a plain `.npy` file in a cache folder (`--cache-dir`, default
+`$LARY_CACHE/features` or `~/.cache/lary/features`), and every training or validation step reads just the rows of
+its batch from it. Why this store:
+- Parquet has no random row access: one row costs decoding its whole page / row group.
+- The probes need one fixed shape per row anyway, so row `i` sits at `header + i * row_bytes`: one positioned read
+  per row straight into the batch buffer, no index and no per-row decoding (an Arrow IPC file would need `take` over
+  nested lists plus a conversion for every batch).
+- Reads go through the page cache rather than a memory map, so the process's resident memory is its batches, not
+  every page of the file it has touched. The file stays a valid `.npy` (`np.load(path, mmap_mode="r")` opens it).
+A cache entry is keyed by the folder, the feature and each shard's name, size and mtime: re-extracting writes a new
+entry (delete old ones by hand). It needs as much disk as the features uncompressed (rows x row size).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,25 +29,82 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
 
 FEATURE_COLUMNS = ("latent_actions", "continuous_latent_actions", "action_indices", "features")
 DEFAULT_FEATURES = ("latent_actions", "features")
+CACHE_FORMAT = 1
+READ_ROWS = 64  # Parquet rows decoded at once while filling the cache (~100 MB for 1.6 MB rows)
+READ_BUFFER = 8 * 2**20  # without pre-buffering, Parquet reads column chunks in pieces of this size
+
+
+def default_cache_dir() -> Path:
+    """`$LARY_CACHE/features`, else `~/.cache/lary/features`."""
+    return Path(os.environ.get("LARY_CACHE") or Path.home() / ".cache" / "lary") / "features"
+
+
+class FeatureStore:
+    """The feature rows of one split, in `id` order, in a `.npy` file; `store[rows]` reads only those rows.
+
+    Indexing with a 1-D tensor (or array) of row numbers returns a tensor `[len(rows), *shape[1:]]`, like indexing
+    the dense tensor. With `codebook_size` set (see `one_hot_indices`) the stored integer codes come back one-hot.
+    """
+
+    def __init__(self, path: Path, max_value: float, codebook_size: int | None = None):
+        self.path = path
+        self.max_value = max_value
+        self.codebook_size = codebook_size
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            self.stored_shape, fortran_order, self.dtype = read_header(file)
+            self.offset = file.tell()
+        if fortran_order:
+            raise ValueError(f"{path} is in Fortran order; delete it to rebuild the cache")
+        self.row_bytes = self.dtype.itemsize * math.prod(self.stored_shape[1:])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored_shape + ((self.codebook_size,) if self.codebook_size else ())
+
+    def __len__(self) -> int:
+        return self.stored_shape[0]
+
+    def one_hot(self, codebook_size: int) -> FeatureStore:
+        """The same rows, integer codes expanded to one-hot float32 vectors of `codebook_size` per batch."""
+        return FeatureStore(self.path, self.max_value, codebook_size)
+
+    def __getitem__(self, rows: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1:
+            raise IndexError(f"index {self.path} with a 1-D sequence of row numbers, not shape {rows.shape}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} out of range for {len(self)} rows in {self.path}")
+        out = np.empty((len(rows), *self.stored_shape[1:]), self.dtype)
+        with open(self.path, "rb", buffering=0) as file:
+            for i, row in enumerate(rows):
+                file.seek(self.offset + int(row) * self.row_bytes)
+                if file.readinto(out[i]) != self.row_bytes:
+                    raise ValueError(f"{self.path} is truncated at row {row}; delete it to rebuild the cache")
+        if self.codebook_size:
+            return torch.from_numpy(np.eye(self.codebook_size, dtype=np.float32)[out])
+        return torch.from_numpy(out)
 
 
 @dataclass
 class ExtractedSplit:
     """One `lary extract` output folder, rows sorted by `id`.
 
-    `features` is `[rows, tokens, dim]` for image pairs or `[rows, pairs, tokens, dim]` for clips (float32), or the
-    integer code ids `[rows, tokens]` / `[rows, pairs, tokens]` for `action_indices`. `actions` holds one
-    `[stride, dof]` array per row (dof may differ between robot types).
+    `features` holds `[rows, tokens, dim]` for image pairs or `[rows, pairs, tokens, dim]` for clips (float32), or
+    the integer code ids `[rows, tokens]` / `[rows, pairs, tokens]` for `action_indices`, read per batch.
+    `actions` holds one `[stride, dof]` array per row (dof may differ between robot types).
     """
 
     path: Path
     manifest: dict
     ids: list[str]
     feature_name: str
-    features: np.ndarray
+    features: FeatureStore
     labels: np.ndarray | None = None
     actions: list[np.ndarray] | None = None
     robot_types: list[str] | None = None
@@ -83,13 +159,77 @@ def _rows_to_arrays(column: pa.ChunkedArray, name: str, path: Path) -> list[np.n
         return [np.asarray(row, dtype=np.float32) for row in column.to_pylist()]
 
 
-def load_split(outdir: str | Path, feature: str | None = None, target: str | None = None) -> ExtractedSplit:
-    """Read one extract output folder.
+def _cache_entry(outdir: Path, shards: list[Path], feature: str, cache_dir: Path) -> Path:
+    stats = [(shard.name, shard.stat().st_size, shard.stat().st_mtime_ns) for shard in shards]
+    key = json.dumps([CACHE_FORMAT, str(outdir.resolve()), feature, stats])
+    return cache_dir / f"{outdir.resolve().name}-{feature}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _write_store(shards: list[Path], feature: str, order: np.ndarray, folder: Path) -> None:
+    """Write `folder/features.npy` (row `order[i]` of the shards' concatenation as row `i`) and `folder/info.json`."""
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    dtype = np.dtype(np.int64 if feature == "action_indices" else np.float32)
+    row, row_shape, maximum = 0, None, -math.inf
+    with open(folder / "features.npy", "wb") as file:
+        for shard in shards:
+            parquet = pq.ParquetFile(shard, pre_buffer=False, buffer_size=READ_BUFFER)
+            for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=[feature]):
+                if batch.num_rows == 0:
+                    continue
+                values = column_to_numpy(batch.column(0), feature, shard).astype(dtype, copy=False)
+                if row_shape is None:
+                    row_shape, first = values.shape[1:], shard
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(order), *row_shape)}
+                    np.lib.format.write_array_header_2_0(file, header)
+                    offset, row_bytes = file.tell(), dtype.itemsize * math.prod(row_shape)
+                    file.truncate(offset + len(order) * row_bytes)
+                elif values.shape[1:] != row_shape:
+                    raise ValueError(
+                        f"column {feature!r} has rows of shape {values.shape[1:]} in {shard} but {row_shape} in {first}"
+                    )
+                for i in range(len(values)):
+                    file.seek(offset + int(position[row + i]) * row_bytes)
+                    file.write(values[i])
+                row += len(values)
+                if values.size:
+                    maximum = max(maximum, float(values.max()))
+    if row != len(order):
+        raise ValueError(f"read {row} rows of {feature!r} but {len(order)} ids from {shards[0].parent}: did it change?")
+    (folder / "info.json").write_text(json.dumps({"source": str(shards[0].parent.resolve()), "feature": feature, "max": maximum}))
+
+
+def open_store(outdir: Path, shards: list[Path], feature: str, order: np.ndarray, cache_dir: Path) -> FeatureStore:
+    """The cached feature store of `outdir`, written first when absent (atomically: concurrent builders keep one)."""
+    entry = _cache_entry(outdir, shards, feature, cache_dir)
+    if not entry.is_dir():
+        temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        temporary.mkdir(parents=True, exist_ok=True)
+        try:
+            print(f"caching {feature!r} of {outdir} in {entry}")
+            _write_store(shards, feature, order, temporary)
+            os.rename(temporary, entry)
+        except OSError:
+            if not entry.is_dir():
+                raise
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+    store = FeatureStore(entry / "features.npy", json.loads((entry / "info.json").read_text())["max"])
+    if len(store) != len(order):
+        raise ValueError(f"{store.path} holds {len(store)} rows but {outdir} {len(order)}; delete {entry} to rebuild it")
+    return store
+
+
+def load_split(
+    outdir: str | Path, feature: str | None = None, target: str | None = None, cache_dir: str | Path | None = None
+) -> ExtractedSplit:
+    """Read one extract output folder: ids and targets into memory, the features into the cached `FeatureStore`.
 
     Args:
         outdir: the folder holding `*.parquet` and `manifest.json`.
         feature: the representation column; default `latent_actions` if present, else `features`.
         target: `"label"` (classification), `"action"` (regression) or None (features only).
+        cache_dir: where the feature store is written once (default: `default_cache_dir()`).
     """
     outdir = Path(outdir)
     manifest = read_manifest(outdir)
@@ -97,28 +237,27 @@ def load_split(outdir: str | Path, feature: str | None = None, target: str | Non
     schemas = {shard: pq.read_schema(shard) for shard in shards}
     first = schemas[shards[0]].names
     feature = feature or default_feature(first)
-    wanted = ["id", feature]
+    wanted = ["id"]
     if target is not None:
         wanted.append(target)
         if target == "action" and "robot_type" in first:
             wanted.append("robot_type")
     for shard, schema in schemas.items():
-        for name in wanted:
+        for name in [*wanted, feature]:
             if name not in schema.names:
                 raise KeyError(f"column {name!r} missing from {shard} (columns: {schema.names})")
     table = pa.concat_tables([pq.read_table(shard, columns=wanted) for shard in shards])
     if table.num_rows == 0:
         raise ValueError(f"{outdir} holds no rows")
-    table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    order = pc.sort_indices(table, sort_keys=[("id", "ascending")]).to_numpy()
+    table = table.take(order)
     split = ExtractedSplit(
         path=outdir,
         manifest=manifest,
         ids=table.column("id").to_pylist(),
         feature_name=feature,
-        features=column_to_numpy(table.column(feature), feature, outdir),
+        features=open_store(outdir, shards, feature, order, Path(cache_dir) if cache_dir else default_cache_dir()),
     )
-    if feature != "action_indices":
-        split.features = split.features.astype(np.float32, copy=False)
     if target == "label":
         split.labels = column_to_numpy(table.column("label"), "label", outdir).astype(np.int64)
     elif target == "action":
@@ -129,13 +268,14 @@ def load_split(outdir: str | Path, feature: str | None = None, target: str | Non
 
 
 def one_hot_indices(*splits: ExtractedSplit) -> int:
-    """Turn `action_indices` into one-hot tokens in place; returns the codebook size (max index + 1 over all splits).
+    """Make `action_indices` come back as one-hot tokens (per batch); returns the codebook size (max index + 1 over
+    all splits).
 
     A one-hot code followed by the probes' first Linear layer is exactly a learned embedding of the code ids.
     """
-    codebook_size = int(max(split.features.max() for split in splits)) + 1
+    codebook_size = int(max(split.features.max_value for split in splits)) + 1
     for split in splits:
-        split.features = np.eye(codebook_size, dtype=np.float32)[split.features]
+        split.features = split.features.one_hot(codebook_size)
     return codebook_size
 
 
