@@ -88,6 +88,16 @@ def test_training_trains_the_quantizer_not_the_backbone():
     assert first.loss is None and torch.equal(first.latent_actions, second.latent_actions)  # no noise in eval
 
 
+def test_a_freshly_built_model_extracts_deterministic_features():
+    # Before `.train()`/`.eval()` is ever called (as when a trainer caches features right after building the
+    # model), the backbone must already be in eval mode: DINOv3 in training mode jitters its RoPE coordinates.
+    torch.manual_seed(0)
+    model = LapaDinov3Model(LapaDinov3Config(**TINY))
+    assert not model.backbone.training and not any(p.requires_grad for p in model.backbone.parameters())
+    frames = _clip(2)[0]
+    torch.testing.assert_close(model.extract_features(frames), model.extract_features(frames), rtol=0, atol=0)
+
+
 def test_replace_unused_codes_copies_used_entries():
     torch.manual_seed(0)
     model = LapaDinov3Model(LapaDinov3Config(**TINY))

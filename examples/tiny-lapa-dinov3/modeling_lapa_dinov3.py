@@ -317,8 +317,9 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         self.temporal_encoder = LapaDinov3Transformer(config, config.temporal_depth)
         self.quantizer = LapaDinov3Quantizer(config)
         self.decoder = LapaDinov3Transformer(config, config.decoder_depth, has_cross_attention=True)
-        self.backbone.requires_grad_(False)
         self.post_init()
+        # frozen and in eval mode from the start: DINOv3 in training mode jitters its RoPE coordinates
+        self.backbone.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> LapaDinov3Model:
         # The backbone is frozen. `from_pretrained` swaps in fresh parameters and ends with `eval()`, so this is
