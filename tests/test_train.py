@@ -114,3 +114,47 @@ def test_two_process_ddp_run(tmp_path):
                            "--mixed_precision", "no", "--dynamo_backend", "no"))
     assert (out / "model.safetensors").exists()
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
+
+
+CACHE_SCRIPT = """
+import sys, torch
+from accelerate import Accelerator
+from lary.training.data import load_clips
+from lary.training.features_cache import compute_features
+from lary.training.trainer import build_model
+accelerator = Accelerator(cpu=True)
+torch.manual_seed(0)
+model = build_model(sys.argv[1], sys.argv[2])
+features = compute_features(model, load_clips(["synthetic:5:2"], 64), accelerator, batch_size=3)
+if accelerator.is_main_process:
+    torch.save(features, sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_feature_cache_split_over_two_processes_equals_one(tmp_path):
+    backbone, laq = _write_configs(tmp_path)
+    script = tmp_path / "cache.py"
+    script.write_text(CACHE_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    for name, launcher in (("one", (sys.executable,)), ("two", launch)):
+        result = subprocess.run([*launcher, str(script), str(backbone), str(laq), str(tmp_path / f"{name}.pt")],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (torch.load(tmp_path / f"{name}.pt", weights_only=True) for name in ("one", "two"))
+    assert len(one) == len(two) == 5
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_run(tmp_path):
+    out = _train(tmp_path, "bf16", "--steps", "6", "--save-every", "6", "--log-every", "2", "--mixed-precision", "bf16")
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    weights = _weights(out)
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # autocast computes in bf16, the weights stay fp32
+    assert json.loads((out / "training_args.json").read_text())["mixed_precision"] == "bf16"

@@ -140,7 +140,7 @@ def train(args: TrainingArguments) -> Path:
     if not clips:
         raise ValueError(f"no clips of two or more frames in --data {' '.join(args.data)}")
     model.to(accelerator.device)
-    features = compute_features(model, clips) if args.cache_features else None
+    features = compute_features(model, clips, accelerator) if args.cache_features else None
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
