@@ -23,6 +23,8 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from lary.data.loading import load_lary_split
+
 PixelFn = Callable[[list[np.ndarray]], torch.Tensor]  # RGB uint8 (H, W, 3) frames -> (frames, 3, H', W')
 
 # Dataset columns passed through to the output, with their Arrow types there.
@@ -88,11 +90,12 @@ def _pixels_in_chunks(frames, to_pixels: PixelFn) -> torch.Tensor:
 
 
 class DatasetSource:
-    """Rows of a 🤗 dataset (`load_dataset(path, config, split=split)`): `source_image`/`target_image` pairs or
-    `frames` clips. Row ids come from the `id` column, else the row index. Label and action columns pass through."""
+    """Rows of a 🤗 dataset (a local folder or a Hub id, read by `load_lary_split`): `source_image`/`target_image`
+    pairs or `frames` clips. Row ids come from the `id` column, else the row index. Label and action columns pass
+    through."""
 
     def __init__(self, path: str, config: str | None, split: str, limit: int | None = None):
-        dataset = datasets.load_dataset(path, config, split=split)
+        dataset = load_lary_split(path, config, split)
         columns = set(dataset.column_names)
         if {"source_image", "target_image"} <= columns:
             self.kind = "pair"
