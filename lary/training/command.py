@@ -19,7 +19,7 @@ def _stride_range(value: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", required=True, help="DINOv3 model id or folder (pretrained), or a DINOv3 config JSON (random init)")
-    parser.add_argument("--data", nargs="+", required=True, help="videos, image folders, folders of clips, saved `datasets` folders (a `frames` column), or synthetic:COUNT[:SEED]")
+    parser.add_argument("--data", nargs="+", required=True, help="videos, image folders, folders of clips, saved `datasets` folders (a `frames` column), dataset:PATH_OR_ID:CONFIG[:SPLIT] (a LARY/`datasets` config: `frames` clips or `source_image`/`target_image` pairs; split train by default), or synthetic:COUNT[:SEED]")
     parser.add_argument("--out", required=True, help="output folder: final model, checkpoints/, log.jsonl, training_curves.png")
     parser.add_argument("--config", help="JSON of LapaDinov3Config fields other than backbone_config")
     parser.add_argument("--image-size", type=int, help="backbone input size (default: the backbone config's image_size)")

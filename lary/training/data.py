@@ -1,4 +1,5 @@
-"""Training clips and frame pairs: videos, image folders, saved `datasets` and generated synthetic clips.
+"""Training clips and frame pairs: videos, image folders, saved `datasets`, LARY/`datasets` configs and generated
+synthetic clips.
 
 Clips are decoded once, resized to the backbone's square image size and kept in memory as uint8. Batches are a
 pure function of (seed, step): every process draws the same global batch and takes its own slice, so a run
@@ -15,11 +16,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from lary.data.loading import load_lary_split
 from lary.synthetic import make_clips
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 SYNTHETIC_PREFIX = "synthetic:"
+DATASET_PREFIX = "dataset:"
+PAIR_COLUMNS = ["source_image", "target_image"]
 
 Pair = tuple[int, int, int]  # (clip index, first frame, stride)
 
@@ -62,13 +66,35 @@ def _saved_dataset(path: Path, size: int) -> list[torch.Tensor]:
     return clips
 
 
+def _dataset_config(spec: str, size: int) -> list[torch.Tensor]:
+    """`dataset:PATH_OR_ID:CONFIG[:SPLIT]` (split `train` by default) -> one clip per row: its `frames`, or its
+    `source_image` and `target_image` as a 2-frame clip."""
+    parts = spec[len(DATASET_PREFIX) :].split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"expected dataset:PATH_OR_ID:CONFIG[:SPLIT] (no ':' inside the path), got {spec!r}")
+    path, config, split = parts[0], parts[1], parts[2] if len(parts) == 3 else "train"
+    dataset = load_lary_split(path, config, split)
+    if set(PAIR_COLUMNS) <= set(dataset.column_names):
+        return [_resize([row[name] for name in PAIR_COLUMNS], size) for row in dataset.select_columns(PAIR_COLUMNS)]
+    if "frames" in dataset.column_names:
+        return [_resize(row["frames"], size) for row in dataset.select_columns(["frames"])]
+    raise ValueError(
+        f"--data {spec}: config {config!r}, split {split!r} has neither a `frames` column (clips) nor "
+        f"`source_image`/`target_image` (pairs); its columns: {dataset.column_names}"
+    )
+
+
 def load_clips(sources: list[str], size: int) -> list[torch.Tensor]:
     """Clips as (frames, 3, size, size) uint8 tensors from each source: a video file, a folder of images (one
-    clip, in name order), a folder of videos or clip folders, a saved `datasets` folder, or synthetic:COUNT[:SEED]."""
+    clip, in name order), a folder of videos or clip folders, a saved `datasets` folder,
+    dataset:PATH_OR_ID:CONFIG[:SPLIT] or synthetic:COUNT[:SEED]."""
     clips: list[torch.Tensor] = []
     for source in sources:
         if source.startswith(SYNTHETIC_PREFIX):
             clips += _synthetic(source, size)
+            continue
+        if source.startswith(DATASET_PREFIX):
+            clips += _dataset_config(source, size)
             continue
         path = Path(source)
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
@@ -84,7 +110,7 @@ def load_clips(sources: list[str], size: int) -> list[torch.Tensor]:
                 nested = [str(p) for p in entries if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES]
                 clips += load_clips(nested, size)
         else:
-            raise ValueError(f"--data {source}: not a video file, a folder or synthetic:COUNT[:SEED]")
+            raise ValueError(f"--data {source}: not a video file, a folder, dataset:... or synthetic:COUNT[:SEED]")
     return [clip for clip in clips if len(clip) >= 2]
 
 
