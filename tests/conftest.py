@@ -1,4 +1,4 @@
-"""Shared test fixtures: the read-only `../shared` folder beside the checkout."""
+"""Shared test fixtures: the read-only `../shared` folder beside the checkout; `lary evaluate`'s cache out of `~`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lary_cache(tmp_path_factory) -> Path:
+    """`lary evaluate`'s feature cache (`$LARY_CACHE/features`) in this session's temp folder, not `~/.cache/lary`."""
+    os.environ.setdefault("LARY_CACHE", str(tmp_path_factory.mktemp("lary_cache")))
+    return Path(os.environ["LARY_CACHE"])
 
 
 def _shared_path(*parts: str) -> Path:
