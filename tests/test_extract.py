@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import av
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +19,7 @@ from transformers import AutoModel, BitImageProcessorPil, DINOv3ViTModel, Dinov2
 
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.cli import main as lary_main
+from lary.data.loading import load_lary_split
 from lary.data.prepare import prepare
 from lary.evaluation.encoder_features import encode_frame_pairs
 from lary.evaluation.features import load_split
@@ -79,7 +79,7 @@ def test_pairs_match_the_model_and_pass_labels_through(tmp_path, tiny_model, lar
     assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "libero",
                    "--split", "validation", "--out", str(out), "--shard-size", "4", "--batch-size", "3") == 0
     table = read_output(out)
-    rows = datasets.load_dataset(str(lary_folder), "libero", split="validation")
+    rows = load_lary_split(str(lary_folder), "libero", split="validation")
     assert table.column("id").to_pylist() == sorted(rows["id"])
     assert sorted(path.name for path in out.glob("*.parquet")) == [f"shard-0000{i}-of-00003.parquet" for i in range(3)]
 
@@ -122,7 +122,7 @@ def test_lary_clips_give_stacked_pairs_each_frame_encoded_once(tmp_path, tiny_mo
     indices = np.array(table.column("action_indices").to_pylist())
     assert indices.shape == (3, 8, 16)  # 9 frames -> 8 pairs per clip
 
-    row = datasets.load_dataset(str(lary_folder), "robot_1st", split="validation")[0]
+    row = load_lary_split(str(lary_folder), "robot_1st", split="validation")[0]
     assert table.column("id")[0].as_py() == row["id"]
     with torch.inference_mode():
         expected = model(**LapaDinov3Processor()(videos=[row["frames"]]))
@@ -136,7 +136,7 @@ def test_regression_rows_pass_actions_and_metadata_through(tmp_path, tiny_model,
     assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "calvin",
                    "--out", str(out), "--limit", "4") == 0
     table = read_output(out)
-    rows = datasets.load_dataset(str(lary_folder), "calvin", split="validation").select(range(4))
+    rows = load_lary_split(str(lary_folder), "calvin", split="validation").select(range(4))
     assert table.column_names == ["id", *LATENT_COLUMNS, "action", "perspective"]
     assert table.column("id").to_pylist() == sorted(rows["id"])
     by_id = {row["id"]: row for row in rows}
@@ -200,7 +200,7 @@ def test_encoder_features_of_both_frames(tmp_path, lary_folder):
                    "--out", str(out), "--limit", "3") == 0
     table = read_output(out)
     assert table.column_names == ["id", "features", "label"]
-    rows = datasets.load_dataset(str(lary_folder), "libero", split="validation").select(range(3))
+    rows = load_lary_split(str(lary_folder), "libero", split="validation").select(range(3))
     by_id = {row["id"]: row for row in rows}
     first = [by_id[i] for i in table.column("id").to_pylist()]
     pixels = image_processor(images=[image for row in first for image in (row["source_image"], row["target_image"])],

@@ -16,6 +16,7 @@ from transformers.image_transforms import center_crop, normalize, rescale, resiz
 from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
 
+from lary.data.loading import load_lary_split
 from lary.evaluation.features import load_split
 from lary.extract.models import vjepa2_video_processor
 from test_extract import extract, prepare_lary, read_output
@@ -61,7 +62,7 @@ def vjepa2_dir(tmp_path_factory) -> Path:
 def libero(tmp_path_factory) -> tuple[Path, list[dict]]:
     """A prepared LARY pair config (32 x 32 images) and its first 3 rows."""
     folder = prepare_lary(tmp_path_factory.mktemp("lary"), {"libero": 3})
-    return folder, list(datasets.load_dataset(str(folder), "libero", split="validation"))
+    return folder, list(load_lary_split(str(folder), "libero", split="validation"))
 
 
 def image_folder(folder: Path, num_frames: int, height: int, width: int) -> list[np.ndarray]:

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import pytest
 
+from lary.data.loading import load_lary_split
 from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 ROWS = 120
@@ -78,7 +78,7 @@ def test_killed_run_resumes_with_every_id_once(tmp_path, setup):
         path = out / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
     ids = read_output(out).column("id").to_pylist()
-    assert ids == sorted(datasets.load_dataset(str(dataset), "libero", split="validation")["id"])
+    assert ids == sorted(load_lary_split(str(dataset), "libero", "validation")["id"])
     assert read_manifest(out)["rows"] == ROWS and not list(out.glob(".*.tmp"))
 
     refused = run(extract_args(model, dataset, out, "--shard-size", "4"))

@@ -61,6 +61,9 @@ def render_card(infos: list[dict[str, Any]]) -> str:
         f'ds = load_dataset("PATH_OR_REPO", "{first}", split="validation")',
         "```",
         "",
+        "For a local copy, `lary.data.load_lary_split(FOLDER, CONFIG, SPLIT)` reads the same files and never serves "
+        "another folder's cached rows (`load_dataset` keys a local folder's cache by its name and card only).",
+        "",
         "Regression configs hold `action` chunks (stride x dof, float32); their `action_stats.json` has the "
         "mean and std of the train split's actions (overall, and per `robot_type` where present).",
         "",

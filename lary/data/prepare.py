@@ -300,5 +300,5 @@ def main(args: argparse.Namespace) -> int:
     for name, info in prepared.items():
         counts = ", ".join(f"{split} {split_info['rows']}" for split, split_info in info["splits"].items())
         print(f"{name}: {counts}")
-    print(f"Wrote {args.out} ({len(prepared)} config(s)); load with datasets.load_dataset({str(args.out)!r}, CONFIG)")
+    print(f"Wrote {args.out} ({len(prepared)} config(s)); load with lary.data.load_lary_split({str(args.out)!r}, CONFIG, SPLIT)")
     return 0 if prepared else 1
