@@ -1,6 +1,6 @@
-"""Procedural clips with known motion: a large textured shape moving in one of 8 directions over a textured
-background, with a small distractor moving its own way and a jittering camera. Used by tests, the demo and the
-training benchmark; the direction index is the ground truth."""
+"""Procedural clips with known motion: a large textured shape moving in one of 8 directions over a low-contrast
+textured background, with a small distractor moving its own way and, optionally, a jittering camera. Used by tests,
+the demo and the embedded model's training; the direction index is the ground truth."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def _texture(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     return np.kron(coarse, np.ones((repeat, repeat, 1), dtype=np.uint8))[:size, :size]
 
 
+def _blend(base: np.ndarray, texture: np.ndarray, contrast: float) -> np.ndarray:
+    """`base` colour plus `contrast` times the texture's deviation from mid-grey, as uint8."""
+    return np.clip(base + contrast * (texture.astype(np.float32) - 128), 0, 255).astype(np.uint8)
+
+
 def _shape_mask(rng: np.random.Generator, radius: int) -> np.ndarray:
     """(2r+1, 2r+1) bool mask of a disc, square or diamond."""
     y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
@@ -65,21 +70,29 @@ def make_clip(
     *,
     num_frames: int = 8,
     size: int = 64,
-    speed: tuple[float, float] = (3.0, 5.0),
-    jitter: int = 1,
+    speed: tuple[float, float] = (6.0, 10.0),
+    jitter: int = 0,
+    distractor: bool = True,
+    background_contrast: float = 0.0,
+    shape_contrast: float = 1.0,
     seed: int | np.random.Generator | None = None,
 ) -> SyntheticClip:
-    """One clip. `direction` is random if None; `speed` is the main shape's range in pixels per frame."""
+    """One clip. `direction` is random if None.
+
+    `speed`: the main shape's range in pixels per frame (about one 8-pixel patch at 64x64); `jitter`: camera shake
+    in pixels per frame (0: still camera); `distractor`: draw the small shape with its own random motion;
+    `background_contrast`: 0 is flat grey, 1 the full-contrast texture.
+    """
     rng = np.random.default_rng(seed)
     direction = int(rng.integers(len(DIRECTIONS))) if direction is None else direction
     if not 0 <= direction < len(DIRECTIONS):
         raise ValueError(f"direction must be in [0, {len(DIRECTIONS) - 1}]; got {direction}")
     margin = 2 * jitter
     # a lower-contrast background, so the shapes stand out from it
-    background = _texture(rng, size + 2 * margin, int(rng.integers(4, 9))) // 2 + 64
+    background = _blend(np.full(3, 128), _texture(rng, size + 2 * margin, int(rng.integers(4, 9))), background_contrast)
 
     radius = size // 5
-    sprite = _texture(rng, 2 * radius + 1, 4)
+    sprite = _blend(rng.integers(0, 256, size=3), _texture(rng, 2 * radius + 1, 4), shape_contrast)
     mask = _shape_mask(rng, radius)
     unit = direction_vector(direction)
     step = float(rng.uniform(*speed))
@@ -100,7 +113,8 @@ def make_clip(
     for t in range(num_frames):
         ox, oy = rng.integers(-jitter, jitter + 1, size=2) if jitter else (0, 0)
         canvas = background[margin + oy : margin + oy + size, margin + ox : margin + ox + size].copy()
-        _paste(canvas, d_sprite, d_mask, tuple(d_start + t * d_velocity - (ox, oy)))
+        if distractor:
+            _paste(canvas, d_sprite, d_mask, tuple(d_start + t * d_velocity - (ox, oy)))
         _paste(canvas, sprite, mask, tuple(start + t * np.array(velocity) - (ox, oy)))
         frames[t] = canvas
     return SyntheticClip(frames=frames, direction=direction, velocity=velocity)
