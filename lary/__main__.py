@@ -1,7 +1,5 @@
 """`python -m lary ...` (also what `accelerate launch -m lary ...` runs)."""
 
-import sys
+from lary.cli import run
 
-from lary.cli import main
-
-sys.exit(main())
+run()

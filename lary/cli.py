@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Each module defines `add_arguments(parser)` and `main(args) -> int`.
@@ -40,5 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     return int(module.main(sub.parse_args(argv[1:])) or 0)
 
 
+# What bad input raises: a file, key or value the message names. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+def run() -> None:
+    """Console entry point: `main`, with bad input reported as one `lary COMMAND: error: ...` line (exit code 2);
+    `LARY_TRACEBACK=1` shows the full traceback instead."""
+    try:
+        sys.exit(main())
+    except USER_ERRORS as error:
+        if os.environ.get("LARY_TRACEBACK") == "1":
+            raise
+        command = next((arg for arg in sys.argv[1:2] if arg in COMMANDS), "")
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"lary {command}: error: {message}".replace("lary :", "lary:"), file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
