@@ -15,18 +15,18 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
+import lary_hub
+
 from lary import LapaDinov3Processor
 from lary.synthetic import DIRECTIONS, make_clip
 
-EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "examples" / "tiny-lapa-dinov3"
+# `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
+EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-dinov3"
 
 
 def default_model() -> Path:
     if not (EMBEDDED_MODEL / "config.json").exists():
-        raise FileNotFoundError(
-            f"the embedded model {EMBEDDED_MODEL} ships with the source repository, not with the wheel: "
-            "run from a checkout (pip install -e .) or pass --model ID_OR_DIR"
-        )
+        raise FileNotFoundError(f"the embedded model is missing from {EMBEDDED_MODEL}: reinstall lary, or pass --model ID_OR_DIR")
     return EMBEDDED_MODEL
 
 
