@@ -20,7 +20,8 @@ def lary_cache(tmp_path_factory) -> Path:
     return Path(os.environ["LARY_CACHE"])
 
 
-def _shared_path(*parts: str) -> Path:
+def shared_path(*parts: str) -> Path:
+    """A path in ../shared, or a skip saying it is absent (it is present in CI)."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared fixtures live beside the checkout (present in CI)")
@@ -30,16 +31,16 @@ def _shared_path(*parts: str) -> Path:
 @pytest.fixture
 def golden_dir() -> Path:
     """The tiny reference checkpoint and the reference's outputs on fixed frames."""
-    return _shared_path("golden", "lapa_dinov3_tiny")
+    return shared_path("golden", "lapa_dinov3_tiny")
 
 
 @pytest.fixture
 def vitl_manifest() -> Path:
     """Every key and shape of the released LAPA-DINOv3 checkpoint."""
-    return _shared_path("golden", "laq_dinov3_vitl_manifest.json")
+    return shared_path("golden", "laq_dinov3_vitl_manifest.json")
 
 
 @pytest.fixture
 def lary_metadata_dir() -> Path:
     """Real LARY metadata CSVs (media not included)."""
-    return _shared_path("lary", "metadata")
+    return shared_path("lary", "metadata")

@@ -166,3 +166,9 @@ def make_lary_tree(
             write_media(layout, rows, layout.media_dir(data_dir, split), image_size)
     return data_dir, subset_dir
 
+
+
+def csv_rows(metadata_dir: Path, config: str, split: str) -> list[dict[str, str]]:
+    """The rows of a config's metadata CSV."""
+    with open(LAYOUTS[config].csv_path(metadata_dir, split), newline="") as file:
+        return list(csv.DictReader(file))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import datasets
 import numpy as np
 import pytest
-from conftest import SHARED
-from lary_tree import make_lary_tree, synthetic_action, synthetic_image
+from conftest import shared_path
+from lary_tree import csv_rows, make_lary_tree, synthetic_action, synthetic_image
 
 from lary.cli import main as cli_main
 from lary.data.layout import LAYOUTS
@@ -24,17 +23,11 @@ def load(out, config, split, **kwargs):
     return datasets.load_dataset(str(out), config, split=split, cache_dir=str(out.parent / "hf_cache"), **kwargs)
 
 
-def csv_rows(metadata_dir, config, split):
-    with open(LAYOUTS[config].csv_path(metadata_dir, split), newline="") as file:
-        return list(csv.DictReader(file))
-
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """Real validation rows of LIBERO, CALVIN and VLABench-15 (and the rows after them as train), prepared once."""
-    shared = SHARED / "lary" / "metadata"
-    if not shared.exists():
-        pytest.skip(f"{shared} is absent: the shared fixtures live beside the checkout (present in CI)")
+    shared = shared_path("lary", "metadata")
     root = tmp_path_factory.mktemp("lary")
     data_dir, metadata_dir = make_lary_tree(root, shared, REAL_CONFIGS, make_train_split=True)
     out = root / "out"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_path
 from transformers import AutoModel, AutoProcessor, pipeline
 
 from lary import LapaDinov3Model, LapaDinov3Processor
@@ -20,9 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
     """`lary convert` of the golden checkpoint, run as a user runs it."""
-    golden = REPO_ROOT.parent / "shared" / "golden" / "lapa_dinov3_tiny"
-    if not golden.exists():
-        pytest.skip(f"{golden} is absent: the shared fixtures live beside the checkout (present in CI)")
+    golden = shared_path("golden", "lapa_dinov3_tiny")
     out = tmp_path_factory.mktemp("converted")
     subprocess.run(
         ["lary", "convert", str(golden / "laq_dinov3.pt"), "--out", str(out),

@@ -55,14 +55,14 @@ def test_load_clips_from_videos_image_folders_and_synthetic(tmp_path):
         load_clips([str(tmp_path / "missing.mp4")], size=32)
 
 
-def _write_configs(tmp_path: Path) -> tuple[Path, Path]:
+def write_tiny_configs(tmp_path: Path) -> tuple[Path, Path]:
     (tmp_path / "backbone.json").write_text(json.dumps(BACKBONE))
     (tmp_path / "laq.json").write_text(json.dumps(LAQ))
     return tmp_path / "backbone.json", tmp_path / "laq.json"
 
 
 def _train(tmp_path: Path, out: str, *extra: str, launcher: tuple[str, ...] = (sys.executable,)) -> Path:
-    backbone, laq = _write_configs(tmp_path)
+    backbone, laq = write_tiny_configs(tmp_path)
     command = [*launcher, "-m", "lary", "train", "--backbone", str(backbone), "--config", str(laq),
                "--data", "synthetic:32:1", "--out", str(tmp_path / out), "--batch-size", "8", "--cpu",
                "--stride-range", "1,2", "--cache-features", *extra]
@@ -133,7 +133,7 @@ if accelerator.is_main_process:
 
 @pytest.mark.slow
 def test_feature_cache_split_over_two_processes_equals_one(tmp_path):
-    backbone, laq = _write_configs(tmp_path)
+    backbone, laq = write_tiny_configs(tmp_path)
     script = tmp_path / "cache.py"
     script.write_text(CACHE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

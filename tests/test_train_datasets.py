@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SHARED
-from lary_tree import make_lary_tree, synthetic_image
+from conftest import shared_path
+from lary_tree import csv_rows, make_lary_tree, synthetic_image
+from test_train import write_tiny_configs
 from PIL import Image
 
 from lary.cli import main as lary_main
-from lary.data.layout import LAYOUTS
 from lary.data.prepare import prepare
 from lary.training.data import load_clips
 
 ROWS = 5
-# the tiny backbone and quantizer of test_train.py
-BACKBONE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "num_register_tokens": 4, "image_size": 64, "patch_size": 8}
-LAQ = {"quant_dim": 4, "codebook_size": 8, "code_seq_len": 4, "spatial_depth": 1, "temporal_depth": 1,
-       "decoder_depth": 1, "dim_head": 16, "heads": 2, "initializer_range": 0.2}
 
 
 @pytest.fixture(scope="module")
 def lary_out(tmp_path_factory):
     """Real LIBERO validation rows (and the rows after them as train) and synthetic human_1st clips, prepared."""
-    shared = SHARED / "lary" / "metadata"
-    if not shared.exists():
-        pytest.skip(f"{shared} is absent: the shared fixtures live beside the checkout (present in CI)")
+    shared = shared_path("lary", "metadata")
     root = tmp_path_factory.mktemp("lary")
     data_dir, metadata_dir = make_lary_tree(root, shared, {"libero": ROWS, "human_1st": 2}, make_train_split=True)
     prepare(data_dir, metadata_dir, root / "out", configs=["libero", "human_1st"])
     return root / "out", metadata_dir
 
-
-def csv_rows(metadata_dir, config, split):
-    with open(LAYOUTS[config].csv_path(metadata_dir, split), newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_pair_rows_become_two_frame_clips(lary_out):
@@ -79,9 +66,8 @@ def test_errors_name_the_source_config_and_columns(tmp_path):
                                                                  ("human_1st", "validation", 9)])
 def test_cli_trains_on_a_config(tmp_path, lary_out, capsys, config, split, frames_per_row):
     out, metadata_dir = lary_out
-    (tmp_path / "backbone.json").write_text(json.dumps(BACKBONE))
-    (tmp_path / "laq.json").write_text(json.dumps(LAQ))
-    assert lary_main(["train", "--backbone", str(tmp_path / "backbone.json"), "--config", str(tmp_path / "laq.json"),
+    backbone, laq = write_tiny_configs(tmp_path)
+    assert lary_main(["train", "--backbone", str(backbone), "--config", str(laq),
                       "--data", f"dataset:{out}:{config}:{split}", "--out", str(tmp_path / "run"), "--steps", "2",
                       "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--cpu"]) == 0
     rows = len(csv_rows(metadata_dir, config, split))
