@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
 
 from lary.data.loading import load_lary_split
 from lary.synthetic import make_clips
@@ -62,7 +63,7 @@ def _saved_dataset(path: Path, size: int) -> list[torch.Tensor]:
     for split in splits:
         if "frames" not in split.column_names:
             raise ValueError(f"{path}: a training dataset needs a `frames` column (a list of images per clip)")
-        clips += [_resize(row["frames"], size) for row in split]
+        clips += [_resize(row["frames"], size) for row in tqdm(split, desc=f"load {path.name}", unit="clip")]
     return clips
 
 
@@ -75,9 +76,11 @@ def _dataset_config(spec: str, size: int) -> list[torch.Tensor]:
     path, config, split = parts[0], parts[1], parts[2] if len(parts) == 3 else "train"
     dataset = load_lary_split(path, config, split)
     if set(PAIR_COLUMNS) <= set(dataset.column_names):
-        return [_resize([row[name] for name in PAIR_COLUMNS], size) for row in dataset.select_columns(PAIR_COLUMNS)]
+        rows = tqdm(dataset.select_columns(PAIR_COLUMNS), desc=f"load {config}/{split}", unit="pair")
+        return [_resize([row[name] for name in PAIR_COLUMNS], size) for row in rows]
     if "frames" in dataset.column_names:
-        return [_resize(row["frames"], size) for row in dataset.select_columns(["frames"])]
+        rows = tqdm(dataset.select_columns(["frames"]), desc=f"load {config}/{split}", unit="clip")
+        return [_resize(row["frames"], size) for row in rows]
     raise ValueError(
         f"--data {spec}: config {config!r}, split {split!r} has neither a `frames` column (clips) nor "
         f"`source_image`/`target_image` (pairs); its columns: {dataset.column_names}"
