@@ -53,9 +53,9 @@ def run() -> None:
     except USER_ERRORS as error:
         if os.environ.get("LARY_TRACEBACK") == "1":
             raise
-        command = next((arg for arg in sys.argv[1:2] if arg in COMMANDS), "")
+        prog = " ".join(["lary", *(arg for arg in sys.argv[1:2] if arg in COMMANDS)])
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"lary {command}: error: {message}".replace("lary :", "lary:"), file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
