@@ -1,19 +1,39 @@
 """Latent actions with LAPA-DINOv3 and the LARY benchmark.
 
-Importing `lary` registers LAPA-DINOv3 with the transformers Auto classes, so saved models load without
-`trust_remote_code`.
+Importing `lary` registers LAPA-DINOv3 with the transformers Auto classes (`AutoConfig`, `AutoModel`,
+`AutoProcessor`), so saved folders load without `trust_remote_code` (see `lary.registration`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from __future__ import annotations
 
-from lary_hub.configuration_lapa_dinov3 import LapaDinov3Config
-from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model, LapaDinov3Output
-from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
+import importlib
+from typing import TYPE_CHECKING
+
+from lary import registration
 
 __version__ = "0.1.0"
 
-AutoConfig.register(LapaDinov3Config.model_type, LapaDinov3Config, exist_ok=True)
-AutoModel.register(LapaDinov3Config, LapaDinov3Model, exist_ok=True)
-AutoProcessor.register(LapaDinov3Config, LapaDinov3Processor, exist_ok=True)
+# public name -> the Hub module that defines it
+_HUB_CLASSES = {
+    "LapaDinov3Config": "lary_hub.configuration_lapa_dinov3",
+    "LapaDinov3Model": "lary_hub.modeling_lapa_dinov3",
+    "LapaDinov3Output": "lary_hub.modeling_lapa_dinov3",
+    "LapaDinov3Processor": "lary_hub.processing_lapa_dinov3",
+}
+
+if TYPE_CHECKING:
+    from lary_hub.configuration_lapa_dinov3 import LapaDinov3Config
+    from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model, LapaDinov3Output
+    from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
+
+if not registration.launched_as_cli():
+    registration.register()
+
+
+def __getattr__(name: str):
+    if name in _HUB_CLASSES:
+        return getattr(importlib.import_module(_HUB_CLASSES[name]), name)
+    raise AttributeError(f"module 'lary' has no attribute {name!r}")
+
 
 __all__ = ["LapaDinov3Config", "LapaDinov3Model", "LapaDinov3Output", "LapaDinov3Processor"]

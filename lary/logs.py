@@ -1,0 +1,28 @@
+"""Logging: library modules log to `logging.getLogger(__name__)`; the CLI sets the level once (`-v`/`-q`).
+
+Under several processes (accelerate) only the main process logs below warnings, so a run prints its story once.
+Progress bars stay tqdm (on the main process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+def is_main_process() -> bool:
+    """Rank 0 of an `accelerate launch` / torchrun job, or a plain process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup(verbosity: int = 0) -> None:
+    """Messages of `lary.*` on stderr: INFO by default, DEBUG with -v, warnings only with -q or off the main process."""
+    level = LEVELS[max(-1, min(1, verbosity))] if is_main_process() else logging.WARNING
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
+    logger = logging.getLogger("lary")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
