@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from lary import registration
+
 # name -> (module, one-line help). Each module defines `add_arguments(parser)` and `main(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("lary.convert", "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"lary {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
-    return int(module.main(sub.parse_args(argv[1:])) or 0)
+    args = sub.parse_args(argv[1:])
+    registration.register()
+    return int(module.main(args) or 0)
 
 
 # What bad input raises: a file, key or value the message names. Anything else is a bug and keeps its traceback.
