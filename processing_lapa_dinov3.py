@@ -1,4 +1,10 @@
-"""Processor of LAPA-DINOv3: frame pairs and clips to 224x224 pixels in [-1, 1] (PIL, numpy and torch only)."""
+"""Processor of LAPA-DINOv3: frame pairs and clips to square pixels in [-1, 1], as LARYBench preprocesses them.
+
+The default resize reproduces LARYBench's LAPA-DINOv3 preprocessing (OpenCV `cv2.resize(frame, (size, size),
+interpolation=cv2.INTER_CUBIC)` on 8-bit RGB, then /255): bicubic with a = -0.75 and half-pixel centres, no
+antialiasing, rounded to 8 bits. It runs in torch on the frames' device (CPU or GPU) and agrees with OpenCV within one
+grey level. Only PIL, numpy and torch are used (no torchvision, no OpenCV).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,50 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.image_processing_base import BatchFeature, ImageProcessingMixin
 
-Frame = Any  # PIL.Image.Image | np.ndarray (H, W, 3) uint8 | torch.Tensor (3, H, W) or (H, W, 3)
+Frame = Any  # PIL.Image.Image | np.ndarray (H, W, 3) uint8 | torch.Tensor (3, H, W) or (H, W, 3), uint8 or float in [0, 1]
+
+# "bicubic": LARYBench's OpenCV INTER_CUBIC (no antialiasing); "pil_bicubic_antialias": PIL's bicubic, which widens its
+# filter when downsampling (smoother frames, other codes than the reference on detailed footage).
+RESAMPLES = ("bicubic", "pil_bicubic_antialias")
+RESIZE_CHUNK = 16  # frames resized at once: bounds the float copy of full-resolution frames
 
 
 class LapaDinov3ProcessorKwargs(TypedDict, total=False):
     size: int
     stride: int
+    resample: str
     return_tensors: str
+
+
+def resize_frames(frames: torch.Tensor, size: int, resample: str = "bicubic") -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) -> uint8 (N, 3, size, size), on the frames' device; frames already that size are not
+    resampled."""
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (N, H, W, 3); got {frames.dtype} {tuple(frames.shape)}")
+    channels_first = frames.permute(0, 3, 1, 2)
+    if tuple(frames.shape[1:3]) == (size, size):
+        return channels_first.contiguous()
+    if resample == "pil_bicubic_antialias":
+        resized = [
+            np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+            for frame in frames.cpu().numpy()
+        ]
+        return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(frames.device)
+    if resample != "bicubic":
+        raise ValueError(f"resample={resample!r} is not one of {RESAMPLES}")
+    chunks = [
+        F.interpolate(chunk.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for chunk in channels_first.split(RESIZE_CHUNK)
+    ]
+    return torch.cat(chunks)
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1]: x / 255, then 2x - 1 (the backbone's input range), on their device."""
+    return pixels.float().div_(255).mul_(2).sub_(1)
 
 
 class LapaDinov3Processor(ImageProcessingMixin):
@@ -27,18 +70,34 @@ class LapaDinov3Processor(ImageProcessingMixin):
     (`videos=[frames, ...]`) into `pixel_values_videos` (batch, frames, 3, size, size) plus the pair `stride`.
 
     Frames are PIL images (any mode; converted to RGB), (H, W, 3) uint8 numpy arrays, or (3, H, W) / (H, W, 3) torch
-    tensors (uint8, or float in [0, 1]). They are resized to `size` x `size` with bicubic filtering (PIL for 8-bit
-    frames, antialiased torch interpolation for float tensors; frames already at that size are not resampled),
-    scaled to [0, 1] and mapped to `2x - 1`, the input range the DINOv3 backbone of LAPA-DINOv3 was trained with.
+    tensors (uint8, or float in [0, 1], which are rounded to 8 bits first, as video frames are). Each is resized to
+    `size` x `size` (`resize`), then scaled to [0, 1] and mapped to `2x - 1` (`normalize`).
+
+    Args:
+        size (`int`, defaults to 224): the square input size of the backbone.
+        stride (`int`, defaults to 1): frame distance of the pairs taken from clips.
+        resample (`str`, defaults to `"bicubic"`): `"bicubic"` reproduces LARYBench (OpenCV INTER_CUBIC, no
+            antialiasing, within one grey level); `"pil_bicubic_antialias"` is PIL's antialiased bicubic.
     """
 
     model_input_names = ["pixel_values", "pixel_values_videos"]
     valid_kwargs = LapaDinov3ProcessorKwargs
 
-    def __init__(self, size: int = 224, stride: int = 1, **kwargs):
+    def __init__(self, size: int = 224, stride: int = 1, resample: str = "bicubic", **kwargs):
         super().__init__(**kwargs)
+        if resample not in RESAMPLES:
+            raise ValueError(f"resample={resample!r} is not one of {RESAMPLES}")
         self.size = size
         self.stride = stride
+        self.resample = resample
+
+    def resize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (N, H, W, 3) -> uint8 (N, 3, size, size), on the frames' device (a GPU resizes there)."""
+        return resize_frames(frames, self.size, self.resample)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels from `resize` -> float32 in [-1, 1]."""
+        return normalize_pixels(pixels)
 
     def __call__(
         self,
@@ -84,50 +143,40 @@ class LapaDinov3Processor(ImageProcessingMixin):
         return [list(group) for group in batch]
 
     def _stack(self, groups: list[Sequence[Frame]], name: str) -> torch.Tensor:
-        return torch.stack(
-            [
-                torch.stack([self._frame(frame, f"{name}[{i}][{j}]") for j, frame in enumerate(group)])
-                for i, group in enumerate(groups)
-            ]
-        )
+        """Every frame resized and normalised; frames of one size are resized together."""
+        frames = [self.to_uint8(frame, f"{name}[{i}][{j}]") for i, group in enumerate(groups) for j, frame in enumerate(group)]
+        pixels: list[torch.Tensor | None] = [None] * len(frames)
+        for shape in dict.fromkeys(frame.shape for frame in frames):
+            positions = [k for k, frame in enumerate(frames) if frame.shape == shape]
+            for k, resized in zip(positions, self.resize(torch.stack([frames[k] for k in positions]))):
+                pixels[k] = resized
+        return self.normalize(torch.stack(pixels)).unflatten(0, (len(groups), -1))
 
-    def _frame(self, frame: Frame, where: str) -> torch.Tensor:
-        """One frame -> (3, size, size) float32 in [-1, 1]."""
+    @staticmethod
+    def to_uint8(frame: Frame, where: str = "frame") -> torch.Tensor:
+        """One frame of any accepted type -> uint8 tensor (H, W, 3) on the CPU."""
         if isinstance(frame, Image.Image):
-            frame = np.asarray(frame.convert("RGB"))
-        elif isinstance(frame, torch.Tensor):
-            frame = self._tensor_to_hwc(frame, where)
+            return torch.from_numpy(np.array(frame.convert("RGB")))
+        if isinstance(frame, torch.Tensor):
+            if frame.ndim == 3 and frame.shape[0] == 3 and frame.shape[-1] != 3:
+                frame = frame.permute(1, 2, 0)
+            if frame.ndim != 3 or frame.shape[-1] != 3:
+                raise ValueError(f"{where}: tensors must be (3, H, W) or (H, W, 3) RGB; got shape {tuple(frame.shape)}")
+            frame = frame.detach().cpu()
             if frame.is_floating_point():
-                return self._float_frame(frame, where)
-            frame = frame.numpy()
+                if frame.min() < 0 or frame.max() > 1:
+                    raise ValueError(f"{where}: float tensors must hold values in [0, 1]")
+                return frame.float().mul(255).round_().to(torch.uint8)
+            if frame.dtype != torch.uint8:
+                raise ValueError(f"{where}: integer tensors must be uint8; got {frame.dtype}")
+            return frame.contiguous()
         if not isinstance(frame, np.ndarray):
             raise ValueError(f"{where}: unsupported frame type {type(frame).__name__} (use PIL, numpy or torch)")
         if frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"{where}: arrays must be (H, W, 3) RGB; got shape {frame.shape}")
         if frame.dtype != np.uint8:
             raise ValueError(f"{where}: arrays must be uint8; got {frame.dtype}")
-        if frame.shape[:2] != (self.size, self.size):
-            frame = np.asarray(Image.fromarray(frame).resize((self.size, self.size), Image.Resampling.BICUBIC))
-        pixels = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1).float() / 255
-        return pixels * 2 - 1
-
-    @staticmethod
-    def _tensor_to_hwc(frame: torch.Tensor, where: str) -> torch.Tensor:
-        if frame.ndim == 3 and frame.shape[0] == 3 and frame.shape[-1] != 3:
-            return frame.detach().cpu().permute(1, 2, 0)
-        if frame.ndim == 3 and frame.shape[-1] == 3:
-            return frame.detach().cpu()
-        raise ValueError(f"{where}: tensors must be (3, H, W) or (H, W, 3) RGB; got shape {tuple(frame.shape)}")
-
-    def _float_frame(self, frame: torch.Tensor, where: str) -> torch.Tensor:
-        frame = frame.float()
-        if frame.min() < 0 or frame.max() > 1:
-            raise ValueError(f"{where}: float tensors must hold values in [0, 1]")
-        pixels = frame.permute(2, 0, 1)
-        if tuple(pixels.shape[1:]) != (self.size, self.size):
-            pixels = F.interpolate(pixels[None], size=(self.size, self.size), mode="bicubic", antialias=True)[0]
-            pixels = pixels.clamp(0, 1)
-        return pixels * 2 - 1
+        return torch.from_numpy(np.ascontiguousarray(frame))
 
 
 def _is_frame(item: Any) -> bool:
@@ -149,7 +198,11 @@ class LapaDinov3LatentActionPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.frame_processor = LapaDinov3Processor(size=self.model.config.backbone_config.image_size)
+        # the processor saved with the model (its size and resample), else the defaults at the backbone's size
+        try:
+            self.frame_processor = LapaDinov3Processor.from_pretrained(self.model.name_or_path)
+        except OSError:
+            self.frame_processor = LapaDinov3Processor(size=self.model.config.backbone_config.image_size)
 
     def __call__(self, inputs, **kwargs):
         if isinstance(inputs, list) and inputs and _is_frame(inputs[0]):
@@ -180,4 +233,4 @@ class LapaDinov3LatentActionPipeline(Pipeline):
         return result
 
 
-__all__ = ["LapaDinov3LatentActionPipeline", "LapaDinov3Processor"]
+__all__ = ["LapaDinov3LatentActionPipeline", "LapaDinov3Processor", "normalize_pixels", "resize_frames"]

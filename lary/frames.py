@@ -1,0 +1,196 @@
+"""The one way in for frames: decode videos (PyAV) and images (PIL) to RGB uint8, and load the processor that turns
+them into model pixels.
+
+Every command reads frames through here: `lary extract`, `lary train`, `lary demo`, `lary app` and the LeRobot
+reader. Decoding gives `(H, W, 3)` uint8 RGB arrays; resizing and normalising are the processor's
+(`LapaDinov3Processor.resize` / `.normalize`, loaded from the model folder by `load_processor`), so a processor
+setting saved with a model reaches every command.
+
+Videos are indexed by presentation order: frame `i` is the `i`-th frame a player shows. `probe_video` reads the
+container's packets (no decoding) to learn every frame's timestamp, so that `decode_video(path, start, stop)` can seek
+straight to frame `start` of a long video and decode only what it needs.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from lary.errors import LaryError, MediaError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that puts `frame_2.png` before `frame_10.png`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of a folder in natural order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LaryError(f"{folder} is not a folder")
+    return sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+
+
+def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where: str | None = None) -> np.ndarray:
+    """An image file, its bytes, a 🤗 `datasets` Image value (`{"bytes", "path"}`) or a PIL image -> (H, W, 3) uint8 RGB.
+
+    Raises `MediaError` naming `where` (default: the path) for a missing or unreadable image.
+    """
+    if isinstance(source, Image.Image):
+        return np.asarray(source.convert("RGB"))
+    if isinstance(source, dict):
+        data, path = source.get("bytes"), source.get("path")
+        source = data if data is not None else path
+    where = where or (str(source) if isinstance(source, (str, Path)) else "image bytes")
+    if source is None:
+        raise MediaError(where, "no image stored")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise MediaError(where, "missing") from None
+    except Exception as error:  # PIL raises many types for corrupt files
+        raise MediaError(where, f"unreadable image ({error})") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe_video` learns without decoding: frame count, size, rate and every frame's time."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    pts: np.ndarray  # int64 presentation timestamps in `time_base` units, in presentation order
+    time_base: Fraction
+    seekable: bool  # the container's packets carry timestamps (raw streams do not: then frames are counted)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Each frame's presentation time in seconds (float64)."""
+        return self.pts * float(self.time_base)
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    if not Path(path).is_file():
+        raise MediaError(path, "missing")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise MediaError(path, f"unreadable video ({error})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(path, "no video stream")
+    return container
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, size, rate and the timestamp of every frame, from the container's packets (nothing is decoded)."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            pts = [packet.pts for packet in container.demux(stream) if packet.size]
+        except av.error.FFmpegError as error:
+            raise MediaError(path, f"unreadable video ({error})") from None
+        rate = stream.average_rate or stream.guessed_rate
+        seekable = all(value is not None for value in pts)
+        if seekable:
+            time_base = stream.time_base
+        else:  # raw streams without timestamps: count the frames by decoding, time them by the rate
+            with _open(path) as again:
+                pts = list(range(sum(1 for _ in _frames(again, path))))
+            time_base = 1 / Fraction(rate or 1)
+        return VideoInfo(
+            path=str(path),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=float(rate) if rate else 0.0,
+            pts=np.sort(np.asarray(pts, dtype=np.int64)),
+            time_base=time_base,
+            seekable=seekable,
+        )
+
+
+def _frames(container: av.container.InputContainer, path: str | Path) -> Iterator[av.VideoFrame]:
+    try:
+        yield from container.decode(video=0)
+    except av.error.FFmpegError as error:
+        raise MediaError(path, f"unreadable video ({error})") from None
+
+
+@dataclass
+class VideoFrame:
+    index: int  # presentation order, from 0
+    time: float  # seconds
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+def decode_video(
+    path: str | Path, start: int = 0, stop: int | None = None, start_pts: int | None = None
+) -> Iterator[VideoFrame]:
+    """Frames `start .. stop - 1` (presentation order) of a video, each with its index and time.
+
+    With `start_pts` (frame `start`'s timestamp, `VideoInfo.pts[start]`) the decoder seeks to the keyframe before it
+    and decodes from there; without it, the video is decoded from its first frame. Stops early, without error, where
+    the video ends: callers compare the count with what they expected.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        seek = start_pts is not None and start > 0
+        if seek:
+            container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
+        index = start if seek else 0
+        for frame in _frames(container, path):
+            if seek and frame.pts is not None and frame.pts < start_pts:
+                continue  # between the keyframe we landed on and frame `start`
+            if stop is not None and index >= stop:
+                return
+            if index >= start:
+                time = float(frame.time) if frame.time is not None else float("nan")
+                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24"))
+            index += 1
+
+
+def read_video(path: str | Path, indices: list[int] | None = None) -> np.ndarray:
+    """All frames of a video, or those at `indices` (presentation order), as (frames, H, W, 3) uint8."""
+    wanted = None if indices is None else set(indices)
+    stop = None if indices is None else max(indices) + 1
+    frames = {frame.index: frame.rgb for frame in decode_video(path, 0, stop) if wanted is None or frame.index in wanted}
+    if indices is None:
+        return np.stack(list(frames.values())) if frames else np.empty((0, 0, 0, 3), np.uint8)
+    missing = [index for index in indices if index not in frames]
+    if missing:
+        raise MediaError(path, f"has {len(frames) and max(frames) + 1} frames; frame {missing[0]} was asked for")
+    return np.stack([frames[index] for index in indices])
+
+
+def load_processor(model_name_or_path: str | Path, image_size: int):
+    """The processor saved with a LAPA-DINOv3 model (`preprocessor_config.json`, through `AutoProcessor`), else the
+    default one at the backbone's `image_size`."""
+    from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(str(model_name_or_path))
+    except (OSError, ValueError):
+        return LapaDinov3Processor(size=image_size)
+    if not isinstance(processor, LapaDinov3Processor):
+        raise LaryError(f"{model_name_or_path}: its processor is a {type(processor).__name__}, not LapaDinov3Processor")
+    return processor
