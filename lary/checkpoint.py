@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from lary.errors import LaryError
+
 # The reference constructor's keyword arguments (LARYBench `LatentActionQuantizationDinov3Feature`) and the
 # released model's values.
 REFERENCE_LAQ_DEFAULTS = {
@@ -33,7 +35,7 @@ _ATTENTION_PARTS = {"to_q": "q_proj", "to_kv": "kv_proj", "to_out": "o_proj"}
 _FEED_FORWARD_PARTS = {"0": "norm", "1": "proj_in", "4": "proj_out"}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(LaryError):
     """The checkpoint's keys do not match the model: lists what is missing and what is unexpected."""
 
     def __init__(self, source: str, missing: list[str], unexpected: list[str], mismatched: list[str] = ()):
@@ -49,14 +51,14 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The `model` state dict of a LARYBench training checkpoint (a pickle, read with `weights_only=True`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise LaryError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt file, or a pickle that needs more than tensors
-        raise ValueError(f"{path} cannot be read as a weights-only PyTorch checkpoint: {error}") from error
+        raise LaryError(f"{path} cannot be read as a weights-only PyTorch checkpoint: {error}") from error
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{path} holds no state dict (expected a dict of tensors, or one under the key 'model')")
+        raise LaryError(f"{path} holds no state dict (expected a dict of tensors, or one under the key 'model')")
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
 
 

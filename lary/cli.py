@@ -1,65 +1,100 @@
-"""The `lary` command line: one subcommand per module, imported only when it runs."""
+"""The `lary` command line: one typed config per command (`lary.configs`), parsed before anything heavy is imported.
+
+Bad input (a `LaryError`: a missing file, a wrong key or value) ends in one `lary COMMAND: error: ...` line with exit
+code 2; anything else is a bug and keeps its traceback. `LARY_TRACEBACK=1` shows the traceback of bad input too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 
-from lary import registration
+from lary import logs, registration
+from lary.configs import parser as config_parser
+from lary.errors import LaryError
 
-# name -> (module, one-line help). Each module defines `add_arguments(parser)` and `main(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("lary.convert", "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
-    "extract": ("lary.extract", "Latent actions (or encoder features) of a dataset, videos or image folders, sharded and resumable."),
-    "evaluate": ("lary.evaluation.evaluate", "Train a LARY classification or regression probe on `lary extract` outputs."),
-    "leaderboard": ("lary.evaluation.leaderboard", "Markdown table of `lary evaluate` results in the LARY paper's layout."),
-    "train": ("lary.training.command", "Train a LAPA-DINOv3-style latent action model (under `accelerate launch` for DDP)."),
-    "demo": ("lary.demo", "Latent action codes of a clip with the embedded tiny model: a table and a PNG timeline."),
-    "prepare": ("lary.data.prepare", "Write LARY configs as Parquet shards with a dataset card, from DATA_DIR and metadata CSVs."),
-    "publish": ("lary.data.publish", "Upload a `lary prepare` folder to a Hub dataset repository."),
+
+@dataclass(frozen=True)
+class Command:
+    config: str  # "module:Class" of its config (a light module)
+    runner: str  # "module:function" that runs it: `function(config)`, returning an exit code or a result
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "extract": Command("lary.configs.extract:ExtractConfig", "lary.extract.command:extract",
+                       "Latent actions (or encoder features) of datasets, videos, image folders or LeRobot episodes, sharded and resumable."),
+    "evaluate": Command("lary.configs.evaluate:EvaluateConfig", "lary.evaluation.evaluate:evaluate",
+                        "Train a LARY classification or regression probe on `lary extract` outputs."),
+    "leaderboard": Command("lary.configs.evaluate:LeaderboardConfig", "lary.evaluation.leaderboard:leaderboard",
+                           "Markdown table of `lary evaluate` results in the LARY paper's layout."),
+    "train": Command("lary.configs.train:TrainConfig", "lary.training.trainer:train",
+                     "Train a LAPA-DINOv3-style latent action model (under `accelerate launch` for DDP)."),
+    "convert": Command("lary.configs.model:ConvertConfig", "lary.convert:convert",
+                       "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
+    "demo": Command("lary.configs.model:DemoConfig", "lary.demo:demo",
+                    "Latent action codes of a clip with the embedded tiny model: a table and a PNG timeline."),
+    "prepare": Command("lary.configs.data:PrepareConfig", "lary.data.prepare:prepare_command",
+                       "Write LARY configs as Parquet shards with a dataset card, from DATA_DIR and metadata CSVs."),
+    "publish": Command("lary.configs.data:PublishConfig", "lary.data.publish:publish_command",
+                       "Upload a `lary prepare` folder to a Hub dataset repository."),
 }
+
+
+def _load(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lary", description="Latent actions and the LARY benchmark.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        subparsers.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        subparsers.add_parser(name, help=command.help, description=command.help)
     return parser
+
+
+def parse(argv: list[str]) -> tuple[str, object, int]:
+    """(command, its config, verbosity) from the command line; `--help` and usage errors exit here."""
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints usage, or help for -h, and exits
+        raise SystemExit(2)
+    name, command = argv[0], COMMANDS[argv[0]]
+    config_class = _load(command.config)
+    parser = config_parser.build_parser(config_class, f"lary {name}", command.help)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="More messages (-v: debug).")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Warnings and errors only.")
+    namespace = parser.parse_args(argv[1:])
+    verbosity = -1 if namespace.quiet else namespace.verbose
+    config = config_parser.from_namespace(config_class, namespace)
+    if hasattr(config, "command"):
+        config.command = "lary " + shlex.join(argv)
+    return name, config, verbosity
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if not argv or argv[0] not in COMMANDS:
-        parser.parse_args(argv)  # prints usage, or help for -h, and exits
-        return 2
-    name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    sub = argparse.ArgumentParser(prog=f"lary {name}", description=COMMANDS[name][1])
-    module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    name, config, verbosity = parse(argv)
+    config_parser.validate(config)
+    logs.setup(verbosity)
     registration.register()
-    return int(module.main(args) or 0)
-
-
-# What bad input raises: a file, key or value the message names. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, KeyError)
+    result = _load(COMMANDS[name].runner)(config)  # an exit code, or what the library function returns
+    return result if isinstance(result, int) else 0
 
 
 def run() -> None:
-    """Console entry point: `main`, with bad input reported as one `lary COMMAND: error: ...` line (exit code 2);
-    `LARY_TRACEBACK=1` shows the full traceback instead."""
+    """Console entry point: `main`, with bad input reported on one line (exit code 2)."""
     try:
         sys.exit(main())
-    except USER_ERRORS as error:
+    except LaryError as error:
         if os.environ.get("LARY_TRACEBACK") == "1":
             raise
         prog = " ".join(["lary", *(arg for arg in sys.argv[1:2] if arg in COMMANDS)])
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 

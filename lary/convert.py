@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
 from pathlib import Path
 
+import lary_hub.configuration_lapa_dinov3 as hub_configuration
 import torch
 from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
 from transformers.initialization import no_init_weights
 
-import lary_hub.configuration_lapa_dinov3 as hub_configuration
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
-from lary.checkpoint import REFERENCE_LAQ_DEFAULTS, convert_state_dict, load_reference_state_dict
+from lary.checkpoint import (
+    REFERENCE_LAQ_DEFAULTS,
+    convert_state_dict,
+    load_reference_state_dict,
+)
+from lary.configs.model import ConvertConfig
+from lary.errors import LaryError
 from lary.jsonfile import read_json_object
+
+logger = logging.getLogger(__name__)
 
 # The Hub card ships beside the three Hub files (the repository root, installed as `lary_hub`).
 MODEL_CARD = Path(hub_configuration.__file__).with_name("model_card.md")
@@ -24,12 +32,12 @@ def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDi
     """Our config from the reference constructor's keyword arguments and a DINOv3 config."""
     unknown = sorted(set(laq) - set(REFERENCE_LAQ_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown LAQ config keys {unknown}; expected a subset of {sorted(REFERENCE_LAQ_DEFAULTS)}")
+        raise LaryError(f"unknown LAQ config keys {unknown}; expected a subset of {sorted(REFERENCE_LAQ_DEFAULTS)}")
     laq = {**REFERENCE_LAQ_DEFAULTS, **laq}
     if laq["dim"] != backbone_config.hidden_size:
-        raise ValueError(f"LAQ dim={laq['dim']} must equal the backbone's hidden_size={backbone_config.hidden_size}")
+        raise LaryError(f"LAQ dim={laq['dim']} must equal the backbone's hidden_size={backbone_config.hidden_size}")
     if laq["patch_size"] != backbone_config.patch_size:
-        raise ValueError(f"LAQ patch_size={laq['patch_size']} differs from the backbone's {backbone_config.patch_size}")
+        raise LaryError(f"LAQ patch_size={laq['patch_size']} differs from the backbone's {backbone_config.patch_size}")
     backbone_config.image_size = laq["image_size"]
     return LapaDinov3Config(
         backbone_config=backbone_config,
@@ -52,7 +60,7 @@ def _backbone_config(path: str | None, backbone: str | None) -> DINOv3ViTConfig:
     if backbone is not None:
         config = AutoConfig.from_pretrained(backbone)
         if not isinstance(config, DINOv3ViTConfig):
-            raise ValueError(f"--backbone {backbone} is a {type(config).__name__}, not a DINOv3 ViT")
+            raise LaryError(f"--backbone {backbone} is a {type(config).__name__}, not a DINOv3 ViT")
         return config
     return LapaDinov3Config().backbone_config
 
@@ -70,7 +78,7 @@ def convert_checkpoint(
     config = config_from_reference(laq_config or {}, backbone_config)
     if not any(key.startswith("dino_tokenizer.") for key in reference):
         if backbone is None:
-            raise ValueError(f"{checkpoint} holds no DINOv3 weights (dino_tokenizer.*): pass --backbone ID_OR_DIR")
+            raise LaryError(f"{checkpoint} holds no DINOv3 weights (dino_tokenizer.*): pass --backbone ID_OR_DIR")
         dinov3 = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
         reference.update({f"dino_tokenizer.{key}": value for key, value in dinov3.state_dict().items()})
     with no_init_weights():
@@ -101,20 +109,12 @@ def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Process
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="LARYBench checkpoint (a torch pickle with the state dict under 'model')")
-    parser.add_argument("--out", required=True, help="output folder (Hub-ready)")
-    parser.add_argument("--laq-config", help="JSON of the reference constructor's keyword arguments (default: released)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--backbone-config", help="DINOv3 config JSON (default: ViT-L/16, the released backbone)")
-    group.add_argument("--backbone", help="DINOv3 model id or folder: its config, and its weights if the checkpoint has none")
-
-
-def main(args: argparse.Namespace) -> int:
-    laq = read_json_object(args.laq_config, "LAQ config") if args.laq_config else {}
-    backbone_config = _backbone_config(args.backbone_config, args.backbone)
-    model = convert_checkpoint(args.checkpoint, laq, backbone_config, backbone=args.backbone)
-    out = export(model, args.out)
+def convert(config: ConvertConfig) -> Path:
+    """`lary convert`: the checkpoint as a Hub-ready folder; returns it."""
+    laq = read_json_object(config.laq_config, "LAQ config") if config.laq_config else {}
+    backbone_config = _backbone_config(config.backbone_config, config.backbone)
+    model = convert_checkpoint(config.checkpoint, laq, backbone_config, backbone=config.backbone)
+    out = export(model, config.out)
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.checkpoint} ({parameters / 1e6:.1f}M parameters) -> {out}")
-    return 0
+    logger.info("converted %s (%.1fM parameters) -> %s", config.checkpoint, parameters / 1e6, out)
+    return out

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lary.errors import LaryError
+
 
 def read_json_object(path: str | Path, what: str) -> dict:
     """The JSON object in `path`; a clear `ValueError` naming `what` and the file otherwise."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from None
+        raise LaryError(f"cannot read {what} {path}: {error}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a JSON object")
+        raise LaryError(f"{what} {path} must hold a JSON object")
     return data

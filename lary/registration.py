@@ -13,11 +13,10 @@ from pathlib import Path
 
 def register() -> None:
     """`AutoConfig`, `AutoModel` and `AutoProcessor` learn `model_type: lapa_dinov3` (idempotent)."""
-    from transformers import AutoConfig, AutoModel, AutoProcessor
-
     from lary_hub.configuration_lapa_dinov3 import LapaDinov3Config
     from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model
     from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
+    from transformers import AutoConfig, AutoModel, AutoProcessor
 
     AutoConfig.register(LapaDinov3Config.model_type, LapaDinov3Config, exist_ok=True)
     AutoModel.register(LapaDinov3Config, LapaDinov3Model, exist_ok=True)

@@ -27,7 +27,7 @@ def test_traceback_on_request(tmp_path):
     missing = tmp_path / "missing"
     result = _lary("evaluate", "--train", str(missing), "--validation", str(missing), "--task", "classification",
                    "--out", str(tmp_path / "results"), LARY_TRACEBACK="1")
-    assert result.returncode == 1 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+    assert result.returncode == 1 and "Traceback" in result.stderr and "LaryError" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["convert", "extract", "evaluate", "leaderboard", "train", "demo", "prepare", "publish"])

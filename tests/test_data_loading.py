@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from lary_tree import make_lary_tree, synthetic_image
 
 from lary.data.loading import load_lary_split
 from lary.data.prepare import prepare
+from lary.errors import LaryError
 from lary.extract.sources import DatasetSource
 
 ROWS = 4
@@ -38,8 +38,9 @@ def test_same_named_folders_keep_their_own_rows(tmp_path):
     assert loaded["id"] == [f"libero/validation/{i}" for i in range(ROWS)]
     assert len(loaded.features["label"].names) == 28  # ClassLabel kept from the shards' schema
     source = DatasetSource(str(small), "libero", "validation")
-    sample = source.load(0, lambda frames: torch.from_numpy(np.stack(frames)))
-    assert source.label_names == loaded.features["label"].names and sample.pixels.shape == (2, 16, 16, 3)
+    frames, passthrough = source.row(0)
+    assert source.label_names == loaded.features["label"].names and np.stack(frames).shape == (2, 16, 16, 3)
+    assert passthrough["label"] == loaded[0]["label"]
 
 
 def test_folder_rewritten_in_place(tmp_path):
@@ -106,7 +107,7 @@ def test_missing_config_or_split_names_what_exists(plain_folder, config, split, 
 
 def test_config_without_files_names_its_patterns(plain_folder):
     (plain_folder / "pairs" / "train-00000.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match=r"config 'pairs', split 'train': no Parquet file matches"):
+    with pytest.raises(LaryError, match=r"config 'pairs', split 'train': no Parquet file matches"):
         load_lary_split(plain_folder, "pairs", "train")
 
 
@@ -121,5 +122,5 @@ def test_folder_without_card_configs_uses_split_names(tmp_path):
 def test_hub_ids_go_to_load_dataset(monkeypatch):
     calls = []
     monkeypatch.setattr("datasets.load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)))
-    load_lary_split("someone/LARY", "libero", "validation", streaming=True)
-    assert calls == [(("someone/LARY", "libero"), {"split": "validation", "streaming": True})]
+    load_lary_split("someone/LARY", "libero", "validation", streaming=True, revision="v1")
+    assert calls == [(("someone/LARY", "libero"), {"split": "validation", "streaming": True, "revision": "v1"})]

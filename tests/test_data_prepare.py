@@ -98,8 +98,7 @@ def test_cli_prepare_subset_skips_absent_configs(tmp_path, capsys):
     data_dir, metadata_dir = make_lary_tree(tmp_path, None, {"agibotbeta": 3})
     assert cli_main(["prepare", "--data-dir", str(data_dir), "--metadata-dir", str(metadata_dir),
                      "--out", str(tmp_path / "out"), "--configs", "agibotbeta,robot_1st"]) == 0
-    printed = capsys.readouterr().out
-    assert "Skipping robot_1st" in printed
+    assert "skipping robot_1st" in capsys.readouterr().err  # the CLI logs to stderr
     unseen = load(tmp_path / "out", "agibotbeta", "unseen")
     assert len(unseen) == 3 and unseen.features["action"].shape == (45, 16)
     assert unseen[0]["task_id"] == csv_rows(metadata_dir, "agibotbeta", "unseen")[0]["task_id"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_evaluation_features import write_extract_output
 
 SMALL_CLASSIFIER = ["--hidden-dim", "32", "--pooler-depth", "2", "--attention-heads", "4", "--batch-size", "32"]
@@ -108,18 +107,15 @@ def test_leaderboard_command(regression_results, tmp_path):
 
 
 def test_train_validation_model_mismatch_is_an_error(tmp_path):
-    from argparse import Namespace
+    from lary.configs.evaluate import EvaluateConfig
+    from lary.errors import LaryError
+    from lary.evaluation.evaluate import evaluate
 
-    from lary.evaluation.evaluate import add_arguments, evaluate
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
     train, val = regression_split(tmp_path, "train", 8, 1), regression_split(tmp_path, "validation", 8, 2, model="other")
-    args: Namespace = parser.parse_args(["--train", str(train), "--validation", str(val), "--task", "regression",
-                                         "--out", str(tmp_path / "out"), "--cpu", "--cache-dir", str(tmp_path / "cache")])
-    with pytest.raises(ValueError, match="'tiny-lam'.*'other'"):
-        evaluate(args)
+    config = EvaluateConfig(train=train, validation=val, task="regression", out=tmp_path / "out", cpu=True,
+                            cache_dir=tmp_path / "cache")
+    with pytest.raises(LaryError, match="'tiny-lam'.*'other'"):
+        evaluate(config)
 
 
 def test_leaderboard_orders_known_tasks_and_averages_only_complete_rows():

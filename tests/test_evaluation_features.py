@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lary.errors import LaryError
 from lary.evaluation.features import check_feature_shapes, load_split, one_hot_indices
 
 
@@ -119,7 +120,7 @@ def test_encoder_features_are_the_default_without_latent_actions(tmp_path):
 
 def test_missing_column_names_column_and_file(tmp_path):
     write_extract_output(tmp_path / "out", {"id": _ids(2), "latent_actions": [[[0.0]], [[1.0]]]}, shards=1)
-    with pytest.raises(KeyError, match=r"'label' missing from .*train-00000-of-00001\.parquet"):
+    with pytest.raises(LaryError, match=r"'label' missing from .*train-00000-of-00001\.parquet"):
         load_split(tmp_path / "out", target="label")
 
 

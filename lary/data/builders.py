@@ -11,6 +11,8 @@ from pathlib import Path
 
 import datasets
 
+from lary.errors import LaryError
+
 from .examples import build_features, class_names, load_example, read_rows
 from .layout import LAYOUTS, get_layout
 from .media import MediaError
@@ -43,7 +45,7 @@ class LaryBuilder(datasets.GeneratorBasedBuilder):
 
     def _check_dirs(self) -> tuple[Path, Path]:
         if not self.config.data_dir or not self.config.metadata_dir:
-            raise ValueError("LaryBuilder needs data_dir= (LARYBench DATA_DIR) and metadata_dir= (its CSV folder)")
+            raise LaryError("LaryBuilder needs data_dir= (LARYBench DATA_DIR) and metadata_dir= (its CSV folder)")
         return Path(self.config.data_dir), Path(self.config.metadata_dir)
 
     def _info(self) -> datasets.DatasetInfo:
@@ -67,7 +69,7 @@ class LaryBuilder(datasets.GeneratorBasedBuilder):
             if layout.csv_path(metadata_dir, split).is_file()
         ]
         if not generators:
-            raise FileNotFoundError(f"No {layout.name} CSVs ({', '.join(layout.csv_names.values())}) in {metadata_dir}")
+            raise LaryError(f"No {layout.name} CSVs ({', '.join(layout.csv_names.values())}) in {metadata_dir}")
         return generators
 
     def _generate_examples(self, split: str):

@@ -9,6 +9,8 @@ from typing import Any
 
 import datasets
 
+from lary.errors import LaryError
+
 from .labels import CLASS_NAMES, NUM_CLASSES
 from .layout import ConfigLayout
 from .media import read_action, read_array, read_clip_frames, read_image_bytes
@@ -22,7 +24,7 @@ def read_rows(csv_path: str | Path, columns: tuple[str, ...]) -> Iterator[dict[s
         reader = csv.DictReader(file)
         missing = [column for column in columns if column not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{csv_path} lacks the column(s) {', '.join(missing)} (has: {reader.fieldnames})")
+            raise LaryError(f"{csv_path} lacks the column(s) {', '.join(missing)} (has: {reader.fieldnames})")
         yield from reader
 
 
@@ -42,7 +44,7 @@ def class_names(layout: ConfigLayout, metadata_dir: str | Path) -> list[str]:
             names.update(row["action"] for row in read_rows(path, layout.columns))
     expected = NUM_CLASSES.get(layout.name)
     if expected is not None and len(names) != expected:
-        raise ValueError(
+        raise LaryError(
             f"{layout.name}: its CSVs in {metadata_dir} name {len(names)} classes, LARY has {expected};"
             " pass the complete train and validation CSVs"
         )
@@ -86,9 +88,9 @@ def parse_indices(value: str) -> list[int]:
     try:
         indices = [int(part) for part in value.strip("[]() ").split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"sample_indices {value!r} is not a comma-separated list of frame numbers") from None
+        raise LaryError(f"sample_indices {value!r} is not a comma-separated list of frame numbers") from None
     if not indices or min(indices) < 0:
-        raise ValueError(f"sample_indices {value!r} must list non-negative frame numbers")
+        raise LaryError(f"sample_indices {value!r} must list non-negative frame numbers")
     return indices
 
 
@@ -112,7 +114,7 @@ def load_example(
         example["target_image"] = _image(media_dir, row["tgt_img"])
     if layout.kind in ("pair", "clip"):
         if row["action"] not in names:
-            raise ValueError(f"{layout.name} row {index}: unknown label {row['action']!r}")
+            raise LaryError(f"{layout.name} row {index}: unknown label {row['action']!r}")
         example["label"] = names.index(row["action"])
         return example
     example["action"] = read_action(media_dir / row["action"], layout.stride, layout.dof)

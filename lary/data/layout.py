@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lary.errors import LaryError
+
 SPLITS = ("train", "validation", "unseen")
 
 PAIR_COLUMNS = ("src_img", "tgt_img", "action")
@@ -104,5 +106,5 @@ LAYOUTS: dict[str, ConfigLayout] = {
 
 def get_layout(name: str) -> ConfigLayout:
     if name not in LAYOUTS:
-        raise ValueError(f"Unknown LARY config {name!r}; choose from {', '.join(LAYOUTS)}")
+        raise LaryError(f"Unknown LARY config {name!r}; choose from {', '.join(LAYOUTS)}")
     return LAYOUTS[name]

@@ -16,6 +16,8 @@ from datasets.data_files import get_data_patterns, resolve_pattern, sanitize_pat
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from lary.errors import LaryError
+
 DEFAULT_CONFIG = "default"
 
 
@@ -30,10 +32,10 @@ def _pick_config(folder: Path, configs: list[dict], config: str | None) -> dict:
     if config is None:
         candidates = configs if len(configs) == 1 else [entry for entry in configs if entry.get("default")]
         if len(candidates) != 1:
-            raise ValueError(f"{folder}: pick a config, one of {names}")
+            raise LaryError(f"{folder}: pick a config, one of {names}")
         return candidates[0]
     if config not in names:
-        raise ValueError(f"{folder}: no config {config!r} in README.md; configs: {names}")
+        raise LaryError(f"{folder}: no config {config!r} in README.md; configs: {names}")
     return configs[names.index(config)]
 
 
@@ -46,7 +48,7 @@ def _resolve(folder: Path, patterns: list[str]) -> list[str]:
             files += resolve_pattern(pattern, str(folder))
         except FileNotFoundError:
             if not glob.has_magic(pattern):
-                raise FileNotFoundError(f"{folder}: {pattern} (named in README.md) does not exist") from None
+                raise LaryError(f"{folder}: {pattern} (named in README.md) does not exist") from None
     return list(dict.fromkeys(files))
 
 
@@ -58,17 +60,17 @@ def _split_files(folder: Path, config: str | None, split: str) -> tuple[list[str
         entry = _pick_config(folder, configs, config)
         config = entry.get("config_name", DEFAULT_CONFIG)
         if "data_files" not in entry:
-            raise ValueError(f"{folder}: config {config!r} in README.md has no data_files")
+            raise LaryError(f"{folder}: config {config!r} in README.md has no data_files")
         patterns = sanitize_patterns(entry["data_files"])
     elif config in (None, DEFAULT_CONFIG):  # no card configs: datasets' file-naming conventions
         config, patterns = DEFAULT_CONFIG, {str(name): value for name, value in get_data_patterns(str(folder)).items()}
     else:
-        raise ValueError(f"{folder}: no `configs:` in README.md, so there is no config {config!r}")
+        raise LaryError(f"{folder}: no `configs:` in README.md, so there is no config {config!r}")
     if split not in patterns:
-        raise ValueError(f"{folder}: config {config!r} has no split {split!r}; splits: {sorted(patterns)}")
+        raise LaryError(f"{folder}: config {config!r} has no split {split!r}; splits: {sorted(patterns)}")
     files = [file for file in _resolve(folder, patterns[split]) if file.endswith(".parquet")]
     if not files:
-        raise FileNotFoundError(
+        raise LaryError(
             f"{folder}: config {config!r}, split {split!r}: no Parquet file matches {patterns[split]}"
         )
     info = DatasetInfosDict.from_dataset_card_data(card).get(config)
@@ -76,17 +78,18 @@ def _split_files(folder: Path, config: str | None, split: str) -> tuple[list[str
 
 
 def load_lary_split(
-    path_or_id: str | Path, config: str | None, split: str, streaming: bool = False
+    path_or_id: str | Path, config: str | None, split: str, streaming: bool = False, revision: str | None = None
 ) -> datasets.Dataset | datasets.IterableDataset:
     """One split of a local folder with a `configs:` card (e.g. `lary prepare` output; a folder without one is read
     with datasets' split-naming conventions) or of a Hub dataset (`load_dataset(path, config, split=split)`).
 
     Local folders load through the `parquet` builder from the files the card names, so the rows are always those
     on disk; features (ClassLabel names, image columns) come from the card's `dataset_info`, else from the files.
+    `revision` (a Hub branch, tag or commit) applies to Hub ids.
     """
     folder = Path(path_or_id)
     if not folder.is_dir():
-        return datasets.load_dataset(str(path_or_id), config, split=split, streaming=streaming)
+        return datasets.load_dataset(str(path_or_id), config, split=split, streaming=streaming, revision=revision)
     files, features = _split_files(folder, config, split)
     return datasets.load_dataset(
         "parquet", data_files={split: files}, split=split, features=features, streaming=streaming

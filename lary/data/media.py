@@ -1,25 +1,19 @@
-"""Reading LARY media: image bytes as stored, clip frames decoded once with PyAV, action and state arrays."""
+"""Reading LARY media: image bytes as stored, clip frames decoded once (`lary.frames`), action and state arrays.
+`MediaError` (a missing or unreadable file) is what `--skip-missing` leaves out."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
-
-class MediaError(Exception):
-    """A media file that is missing or cannot be read; `--skip-missing` leaves its row out."""
-
-    def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+from lary.errors import LaryError, MediaError
+from lary.frames import decode_video
 
 
-class ClipIndexError(ValueError):
+class ClipIndexError(LaryError):
     """A sample index past the last frame of a clip: a metadata error, never skipped."""
 
 
@@ -43,22 +37,14 @@ def encode_png(frame: np.ndarray) -> bytes:
 
 
 def read_clip_frames(path: str | Path, indices: list[int]) -> list[bytes]:
-    """PNG bytes of the frames at `indices` (decode order, from 0), decoding the clip once up to the last one."""
-    if not Path(path).is_file():
-        raise MediaError(path, "missing")
-    wanted = set(indices)
-    last = max(indices)
+    """PNG bytes of the frames at `indices` (presentation order, from 0), decoding the clip once up to the last one."""
+    wanted, last = set(indices), max(indices)
     frames: dict[int, bytes] = {}
     count = 0
-    try:
-        with av.open(str(path)) as container:
-            for count, frame in enumerate(container.decode(video=0), start=1):
-                if count - 1 in wanted:
-                    frames[count - 1] = encode_png(frame.to_ndarray(format="rgb24"))
-                if count > last:
-                    break
-    except av.error.FFmpegError as error:
-        raise MediaError(path, f"unreadable video ({error})") from None
+    for frame in decode_video(path, 0, last + 1):
+        count = frame.index + 1
+        if frame.index in wanted:
+            frames[frame.index] = encode_png(frame.rgb)
     if last not in frames:
         raise ClipIndexError(f"{path}: sample index {last} is past the end of the clip ({count} frames)")
     return [frames[index] for index in indices]

@@ -7,9 +7,9 @@ place only once complete, so an interrupted run leaves no partial shards behind.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -23,19 +23,23 @@ import numpy as np
 from datasets.arrow_writer import ParquetWriter
 from tqdm import tqdm
 
+from lary.configs.data import DEFAULT_MAX_SHARD_SIZE, PrepareConfig
+from lary.errors import LaryError
+
 from .card import write_card
 from .examples import build_features, class_names, load_example, media_paths, read_rows
 from .layout import LAYOUTS, ConfigLayout, get_layout
 from .media import MediaError
 
-DEFAULT_MAX_SHARD_SIZE = "500MB"
 WRITER_BATCH_SIZE = 64
 INFO_NAME = "prepare_info.json"
 STATS_NAME = "action_stats.json"
 SHOWN_PATHS = 5
 
+logger = logging.getLogger(__name__)
 
-class MediaFilesError(RuntimeError):
+
+class MediaFilesError(LaryError):
     """Media files that are missing or unreadable, with their count and the first paths."""
 
     def __init__(self, where: str, problems: list[tuple[str, str]], count: int):
@@ -234,7 +238,7 @@ def prepare_config(
     """Prepare one config's splits; None (with a message) when none of its CSVs is present."""
     splits = [split for split in layout.csv_names if layout.csv_path(metadata_dir, split).is_file()]
     if not splits:
-        print(f"Skipping {layout.name}: none of {', '.join(layout.csv_names.values())} is in {metadata_dir}")
+        logger.info("skipping %s: none of %s is in %s", layout.name, ", ".join(layout.csv_names.values()), metadata_dir)
         return None
     names = class_names(layout, metadata_dir) if layout.kind != "regression" else None
     features = build_features(layout, names)
@@ -282,23 +286,14 @@ def prepare(
     return prepared
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", required=True, help="LARYBench DATA_DIR (classification/, regression/).")
-    parser.add_argument("--metadata-dir", required=True, help="Folder of the LARY metadata CSVs.")
-    parser.add_argument("--out", required=True, help="Output folder: Parquet shards per config and a README card.")
-    parser.add_argument("--configs", help=f"Comma-separated subset of: {','.join(LAYOUTS)} (default: all).")
-    parser.add_argument("--num-proc", type=int, default=1, help="Processes that read and decode media.")
-    parser.add_argument("--skip-missing", action="store_true", help="Leave out rows with missing/unreadable media.")
-    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="Shard size, e.g. 500MB.")
-
-
-def main(args: argparse.Namespace) -> int:
-    configs = [name.strip() for name in args.configs.split(",") if name.strip()] if args.configs else None
+def prepare_command(config: PrepareConfig) -> int:
+    """`lary prepare`: every config whose CSVs are present; exit code 1 when none is."""
     prepared = prepare(
-        args.data_dir, args.metadata_dir, args.out, configs, args.num_proc, args.skip_missing, args.max_shard_size
+        config.data_dir, config.metadata_dir, config.out, config.configs, config.num_proc, config.skip_missing,
+        config.max_shard_size,
     )
     for name, info in prepared.items():
         counts = ", ".join(f"{split} {split_info['rows']}" for split, split_info in info["splits"].items())
-        print(f"{name}: {counts}")
-    print(f"Wrote {args.out} ({len(prepared)} config(s)); load with lary.data.load_lary_split({str(args.out)!r}, CONFIG, SPLIT)")
+        logger.info("%s: %s", name, counts)
+    logger.info("wrote %s (%d config(s)); load with lary.data.load_lary_split(%r, CONFIG, SPLIT)", config.out, len(prepared), str(config.out))
     return 0 if prepared else 1

@@ -12,7 +12,15 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training import Rows, epoch_batches, local_rows, predict, read_ahead, reduce_sum, warmup_cosine
+from .training import (
+    Rows,
+    epoch_batches,
+    local_rows,
+    predict,
+    read_ahead,
+    reduce_sum,
+    warmup_cosine,
+)
 
 # (lr, weight decay) of the five heads in LARYBench `classification/configs/eval/vitl/manipulation.yaml`.
 PAPER_HEADS = ((5e-3, 0.01), (3e-3, 0.1), (1e-3, 0.4), (3e-4, 0.8), (1e-4, 0.01))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,46 +11,27 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from lary.configs.evaluate import EvaluateConfig
+from lary.errors import LaryError
+
 from .classification import PAPER_HEADS, ClassificationConfig, train_classification
-from .features import FEATURE_COLUMNS, ExtractedSplit, check_feature_shapes, load_split, one_hot_indices
-from .plots import plot_classification_curves, plot_confusion_matrix, plot_per_dimension_error, plot_regression_curves
+from .features import ExtractedSplit, check_feature_shapes, load_split, one_hot_indices
+from .plots import (
+    plot_classification_curves,
+    plot_confusion_matrix,
+    plot_per_dimension_error,
+    plot_regression_curves,
+)
 from .regression import RegressionConfig, train_regression
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, type=Path, help="`lary extract` output folder of the train split.")
-    parser.add_argument("--validation", required=True, type=Path, help="`lary extract` output folder of the validation split.")
-    parser.add_argument("--task", required=True, choices=["classification", "regression"])
-    parser.add_argument("--out", required=True, type=Path, help="Folder for results.json and the plots.")
-    parser.add_argument("--feature", choices=FEATURE_COLUMNS, help="Representation column (default: latent_actions, else features).")
-    parser.add_argument(
-        "--cache-dir", type=Path,
-        help="Where the features are copied once for per-batch reads (default: $LARY_CACHE/features or ~/.cache/lary/features).",
-    )
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=256, help="Global batch size, split over processes.")
-    parser.add_argument("--hidden-dim", type=int, help="Probe width (default: 768 classification, 4096 regression).")
-    parser.add_argument("--lr", type=float, nargs="+", help="Learning rate(s): one per classification head; one for regression.")
-    parser.add_argument("--weight-decay", type=float, nargs="+", help="Weight decay(s), matching --lr.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="Run on CPU, also under `accelerate launch`.")
-    classification = parser.add_argument_group("classification probe")
-    classification.add_argument("--pooler-depth", type=int, default=4, help="Attentive pooler blocks (last one cross-attends).")
-    classification.add_argument("--attention-heads", type=int, default=16)
-    classification.add_argument("--mlp-ratio", type=float, default=4.0)
-    classification.add_argument("--warmup-epochs", type=float, default=0.0)
-    classification.add_argument("--label-smoothing", type=float, default=0.1)
-    classification.add_argument("--class-balanced", action=argparse.BooleanOptionalAction, default=True)
-    regression = parser.add_argument_group("regression probe")
-    regression.add_argument("--residual-blocks", type=int, default=2)
-    regression.add_argument("--warmup-fraction", type=float, default=0.1, help="Share of steps with linear LR warmup.")
+logger = logging.getLogger(__name__)
 
 
-def _heads(args: argparse.Namespace) -> tuple[tuple[float, float], ...]:
+def _heads(args: EvaluateConfig) -> tuple[tuple[float, float], ...]:
     lrs = args.lr or [lr for lr, _ in PAPER_HEADS]
     decays = args.weight_decay or ([wd for _, wd in PAPER_HEADS] if args.lr is None else [0.01] * len(lrs))
     if len(lrs) != len(decays):
-        raise ValueError(f"--lr has {len(lrs)} values but --weight-decay has {len(decays)}")
+        raise LaryError(f"--lr has {len(lrs)} values but --weight-decay has {len(decays)}")
     return tuple(zip(lrs, decays))
 
 
@@ -58,7 +39,7 @@ def _single(values: list[float] | None, default: float, flag: str) -> float:
     if values is None:
         return default
     if len(values) != 1:
-        raise ValueError(f"regression trains one probe: pass one {flag} value, not {len(values)}")
+        raise LaryError(f"regression trains one probe: pass one {flag} value, not {len(values)}")
     return values[0]
 
 
@@ -138,7 +119,7 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
     }
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: EvaluateConfig) -> dict:
     """Read both splits (features per batch), train the probe, write `results.json` and plots under `args.out`;
     returns the results."""
     accelerator = Accelerator(cpu=args.cpu)
@@ -148,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         train = load_split(args.train, args.feature, target, args.cache_dir)
         validation = load_split(args.validation, train.feature_name, target, args.cache_dir)
     if train.manifest.get("model") != validation.manifest.get("model"):
-        raise ValueError(
+        raise LaryError(
             f"train features come from model {train.manifest.get('model')!r} ({args.train}) "
             f"but validation features from {validation.manifest.get('model')!r} ({args.validation})"
         )
@@ -177,12 +158,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         value = results["value"]
         shown = f"{100 * value:.2f}%" if results["metric"] == "top1_accuracy" else f"{value:.4f}"
         print(f"{results['model']} on {results['dataset']} {results['config'] or ''}: {results['metric']} = {shown}")
-        print(f"wrote {out / 'results.json'}")
+        logger.info("wrote %s", out / "results.json")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
-
-
-def main(args: argparse.Namespace) -> int:
-    evaluate(args)
-    return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -30,6 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+
+from lary.errors import LaryError
+
+logger = logging.getLogger(__name__)
 
 FEATURE_COLUMNS = ("latent_actions", "continuous_latent_actions", "action_indices", "features")
 DEFAULT_FEATURES = ("latent_actions", "features")
@@ -60,7 +65,7 @@ class FeatureStore:
             self.stored_shape, fortran_order, self.dtype = read_header(file)
             self.offset = file.tell()
         if fortran_order:
-            raise ValueError(f"{path} is in Fortran order; delete it to rebuild the cache")
+            raise LaryError(f"{path} is in Fortran order; delete it to rebuild the cache")
         self.row_bytes = self.dtype.itemsize * math.prod(self.stored_shape[1:])
 
     @property
@@ -85,7 +90,7 @@ class FeatureStore:
             for i, row in enumerate(rows):
                 file.seek(self.offset + int(row) * self.row_bytes)
                 if file.readinto(out[i]) != self.row_bytes:
-                    raise ValueError(f"{self.path} is truncated at row {row}; delete it to rebuild the cache")
+                    raise LaryError(f"{self.path} is truncated at row {row}; delete it to rebuild the cache")
         if self.codebook_size:
             return torch.from_numpy(np.eye(self.codebook_size, dtype=np.float32)[out])
         return torch.from_numpy(out)
@@ -116,14 +121,14 @@ class ExtractedSplit:
 def read_manifest(outdir: str | Path) -> dict:
     path = Path(outdir) / "manifest.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass a folder written by `lary extract`")
+        raise LaryError(f"{path} not found: pass a folder written by `lary extract`")
     return json.loads(path.read_text())
 
 
 def _shards(outdir: Path) -> list[Path]:
     shards = sorted(outdir.glob("*.parquet"))
     if not shards:
-        raise FileNotFoundError(f"no Parquet shards (*.parquet) in {outdir}")
+        raise LaryError(f"no Parquet shards (*.parquet) in {outdir}")
     return shards
 
 
@@ -132,23 +137,23 @@ def default_feature(columns: list[str] | set[str]) -> str:
     for name in DEFAULT_FEATURES:
         if name in columns:
             return name
-    raise ValueError(f"none of the feature columns {DEFAULT_FEATURES} in columns {sorted(columns)}")
+    raise LaryError(f"none of the feature columns {DEFAULT_FEATURES} in columns {sorted(columns)}")
 
 
 def column_to_numpy(column: pa.ChunkedArray | pa.Array, name: str, path: Path) -> np.ndarray:
     """Nested lists of equal lengths -> one dense array; ragged or null entries raise."""
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if values.null_count:
-        raise ValueError(f"column {name!r} in {path} has null entries")
+        raise LaryError(f"column {name!r} in {path} has null entries")
     shape = [len(values)]
     while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
         lengths = np.unique(pc.list_value_length(values).to_numpy(zero_copy_only=False))
         if len(lengths) > 1:
-            raise ValueError(f"column {name!r} in {path} has rows of different lengths {lengths.tolist()} at depth {len(shape)}")
+            raise LaryError(f"column {name!r} in {path} has rows of different lengths {lengths.tolist()} at depth {len(shape)}")
         shape.append(int(lengths[0]) if len(lengths) else 0)
         values = values.flatten()
         if values.null_count:
-            raise ValueError(f"column {name!r} in {path} has null entries")
+            raise LaryError(f"column {name!r} in {path} has null entries")
     return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
@@ -185,7 +190,7 @@ def _write_store(shards: list[Path], feature: str, order: np.ndarray, folder: Pa
                     offset, row_bytes = file.tell(), dtype.itemsize * math.prod(row_shape)
                     file.truncate(offset + len(order) * row_bytes)
                 elif values.shape[1:] != row_shape:
-                    raise ValueError(
+                    raise LaryError(
                         f"column {feature!r} has rows of shape {values.shape[1:]} in {shard} but {row_shape} in {first}"
                     )
                 for i in range(len(values)):
@@ -195,7 +200,7 @@ def _write_store(shards: list[Path], feature: str, order: np.ndarray, folder: Pa
                 if values.size:
                     maximum = max(maximum, float(values.max()))
     if row != len(order):
-        raise ValueError(f"read {row} rows of {feature!r} but {len(order)} ids from {shards[0].parent}: did it change?")
+        raise LaryError(f"read {row} rows of {feature!r} but {len(order)} ids from {shards[0].parent}: did it change?")
     (folder / "info.json").write_text(json.dumps({"source": str(shards[0].parent.resolve()), "feature": feature, "max": maximum}))
 
 
@@ -206,7 +211,7 @@ def open_store(outdir: Path, shards: list[Path], feature: str, order: np.ndarray
         temporary = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         temporary.mkdir(parents=True, exist_ok=True)
         try:
-            print(f"caching {feature!r} of {outdir} in {entry}")
+            logger.info("caching %r of %s in %s", feature, outdir, entry)
             _write_store(shards, feature, order, temporary)
             os.rename(temporary, entry)
         except OSError:
@@ -216,7 +221,7 @@ def open_store(outdir: Path, shards: list[Path], feature: str, order: np.ndarray
             shutil.rmtree(temporary, ignore_errors=True)
     store = FeatureStore(entry / "features.npy", json.loads((entry / "info.json").read_text())["max"])
     if len(store) != len(order):
-        raise ValueError(f"{store.path} holds {len(store)} rows but {outdir} {len(order)}; delete {entry} to rebuild it")
+        raise LaryError(f"{store.path} holds {len(store)} rows but {outdir} {len(order)}; delete {entry} to rebuild it")
     return store
 
 
@@ -245,10 +250,10 @@ def load_split(
     for shard, schema in schemas.items():
         for name in [*wanted, feature]:
             if name not in schema.names:
-                raise KeyError(f"column {name!r} missing from {shard} (columns: {schema.names})")
+                raise LaryError(f"column {name!r} missing from {shard} (columns: {schema.names})")
     table = pa.concat_tables([pq.read_table(shard, columns=wanted) for shard in shards])
     if table.num_rows == 0:
-        raise ValueError(f"{outdir} holds no rows")
+        raise LaryError(f"{outdir} holds no rows")
     order = pc.sort_indices(table, sort_keys=[("id", "ascending")]).to_numpy()
     table = table.take(order)
     split = ExtractedSplit(
@@ -282,7 +287,7 @@ def one_hot_indices(*splits: ExtractedSplit) -> int:
 def check_feature_shapes(train: ExtractedSplit, validation: ExtractedSplit) -> None:
     """Train and validation rows must have the same feature shape (the probe is built for one)."""
     if train.features.shape[1:] != validation.features.shape[1:]:
-        raise ValueError(
+        raise LaryError(
             f"feature {train.feature_name!r} has shape {tuple(train.features.shape[1:])} per row in {train.path} "
             f"but {tuple(validation.features.shape[1:])} in {validation.path}"
         )

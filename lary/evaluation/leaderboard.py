@@ -3,11 +3,16 @@ the classification tasks and their average, then the regression tasks and their 
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 from pathlib import Path
 
+from lary.configs.evaluate import LeaderboardConfig
+from lary.errors import LaryError
+
 from .features import DEFAULT_FEATURES
+
+logger = logging.getLogger(__name__)
 
 # The LARY tasks in the paper's column order; other tasks follow alphabetically.
 TASK_ORDER = {
@@ -21,18 +26,13 @@ LEGEND = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", type=Path, help="results.json files or folders searched for them.")
-    parser.add_argument("--out", type=Path, default=Path("leaderboard.md"), help="Markdown file to write.")
-
-
 def collect_results(paths: list[Path]) -> list[tuple[Path, dict]]:
     """Every results.json named, or found under a named folder."""
     files = []
     for path in paths:
         found = sorted(path.rglob("results.json")) if path.is_dir() else [path]
         if not found or not found[0].is_file():
-            raise FileNotFoundError(f"no results.json at {path}")
+            raise LaryError(f"no results.json at {path}")
         files.extend(found)
     return [(file, json.loads(file.read_text())) for file in files]
 
@@ -60,7 +60,7 @@ def build_leaderboard(results: list[tuple[Path, dict]]) -> str:
         key = (result["task"], task_name(result))
         row = row_name(result)
         if (row, *key) in sources:
-            raise ValueError(f"two results for {row} on {key[1]} ({key[0]}): {sources[(row, *key)]} and {path}")
+            raise LaryError(f"two results for {row} on {key[1]} ({key[0]}): {sources[(row, *key)]} and {path}")
         sources[(row, *key)] = path
         value = result["value"]
         cells.setdefault(row, {})[key] = 100 * value if result["task"] == "classification" else value
@@ -83,10 +83,11 @@ def build_leaderboard(results: list[tuple[Path, dict]]) -> str:
     return "\n".join(lines) + f"\n\n{LEGEND}\n"
 
 
-def main(args: argparse.Namespace) -> int:
-    table = build_leaderboard(collect_results(args.results))
+def leaderboard(config: LeaderboardConfig) -> str:
+    """Write the table of `config.results` to `config.out` (and print it); returns it."""
+    table = build_leaderboard(collect_results(config.results))
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
-    print(f"wrote {args.out}")
-    return 0
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    config.out.write_text(table)
+    logger.info("wrote %s", config.out)
+    return table

@@ -12,7 +12,17 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .training import Rows, epoch_batches, local_rows, predict, read_ahead, reduce_sum, warmup_constant
+from lary.errors import LaryError
+
+from .training import (
+    Rows,
+    epoch_batches,
+    local_rows,
+    predict,
+    read_ahead,
+    reduce_sum,
+    warmup_constant,
+)
 
 ALL_ROBOTS = "all"
 
@@ -78,10 +88,10 @@ class ActionNormalizer:
         for i, action in enumerate(actions):
             robot = robot_types[i] if robot_types else ALL_ROBOTS
             if robot not in self.stats:
-                raise KeyError(f"robot_type {robot!r} has no rows in the train split (train has {sorted(self.stats)})")
+                raise LaryError(f"robot_type {robot!r} has no rows in the train split (train has {sorted(self.stats)})")
             mean, std = self.stats[robot]
             if action.shape[-1] != len(mean):
-                raise ValueError(f"{robot!r} actions have dof {action.shape[-1]} here but {len(mean)} in train")
+                raise LaryError(f"{robot!r} actions have dof {action.shape[-1]} here but {len(mean)} in train")
             out.append(((action - mean) / std).astype(np.float32))
         return out
 
@@ -102,7 +112,7 @@ def pad_targets(actions: list[np.ndarray], stride: int, dof: int) -> tuple[torch
     mask = torch.zeros(len(actions), stride, dof, dtype=torch.bool)
     for i, action in enumerate(actions):
         if action.shape[0] != stride:
-            raise ValueError(f"row {i} has an action chunk of {action.shape[0]} steps, expected {stride}")
+            raise LaryError(f"row {i} has an action chunk of {action.shape[0]} steps, expected {stride}")
         targets[i, :, : action.shape[1]] = torch.from_numpy(action)
         mask[i, :, : action.shape[1]] = True
     return targets.flatten(1), mask.flatten(1)

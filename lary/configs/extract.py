@@ -1,0 +1,52 @@
+"""`lary extract`: what to read, which model, where to write, and how the work is spread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lary.configs.parser import option, positive, require
+
+
+@dataclass(kw_only=True)
+class ExtractConfig:
+    model: str | None = option("LAPA-DINOv3 folder or Hub id: writes latent actions.", default=None, one_of="model", required=True)
+    encoder: str | None = option("Any 🤗 vision model folder or Hub id: writes its patch `features` (a LARY baseline).", default=None, one_of="model")
+    dataset: str | None = option("Folder or Hub id of a 🤗 dataset with frame pairs or clips (e.g. `lary prepare` output).", default=None, one_of="source", required=True, group="input")
+    videos: list[str] | None = option("Video files (globs allowed, `**` recurses): one row per frame pair.", default=None, one_of="source", metavar="FILE_OR_GLOB", group="input")
+    images: list[str] | None = option("Folders of consecutive image files, one clip each: one row per frame pair.", default=None, one_of="source", metavar="DIR", group="input")
+    lerobot: str | None = option("LeRobot dataset (v3.0 or v2.1), a folder or Hub id: one row per frame pair of each episode.", default=None, one_of="source", metavar="PATH_OR_ID", group="input")
+    dataset_config: str | None = option("Config of --dataset, e.g. `libero`.", default=None, group="input")
+    split: str = option("Split of --dataset.", default="validation", group="input")
+    revision: str | None = option("Hub revision (branch, tag or commit) of --dataset or --lerobot.", default=None, group="input")
+    camera: str | None = option("Camera of --lerobot, e.g. `observation.images.top` (default: its only camera).", default=None, group="input")
+    episodes: list[int] | None = option("Episode indices of --lerobot (default: all).", default=None, group="input")
+    labels: Path | None = option(
+        "CSV or Parquet of labels for --videos/--images: `id,label` (a class per clip) or `id,frame_index,action...` "
+        "(an action row per frame); ids as `lary extract` writes them.", default=None, group="input",
+    )
+    limit: int | None = option("Only the first N samples (dataset rows, files, folders, episodes).", default=None, group="input")
+    stride: int = option("Latent actions of frames (t, t + stride).", default=1)
+    out: Path = option("Output folder: Parquet shards, manifest.json, errors.jsonl.", short="-o")
+    dtype: Literal["float32", "bfloat16", "float16"] = option("Model weights dtype.", default="float32")
+    batch_size: int = option("Frame pairs per forward pass.", default=32, same_run=False, group="performance")
+    shard_size: int | None = option(
+        "Rows per output shard, the unit of resuming (default: rows / processes, at most 1000; a rerun keeps the first "
+        "run's).", default=None, same_run=False, group="performance",
+    )
+    num_workers: int | None = option(
+        "DataLoader processes that decode and resize frames (default: the cores left per process, at most 4; 0 decodes in the main process).",
+        default=None, same_run=False, group="performance",
+    )
+    threads: int | None = option("Torch threads per process (default: cores / processes).", default=None, same_run=False, group="performance")
+    device_map: Literal["auto"] | None = option("Spread one big model over all GPUs (one process).", default=None, same_run=False, group="performance")
+    cpu: bool = option("Run on CPU, also under `accelerate launch`.", default=False, same_run=False, group="performance")
+
+    def validate(self) -> None:
+        positive(self, "stride", "batch_size", "shard_size", "limit", "threads")
+        require(self.num_workers is None or self.num_workers >= 0, f"--num-workers must be >= 0; got {self.num_workers}")
+        require(self.dataset_config is None or self.dataset is not None, "--dataset-config goes with --dataset")
+        require(self.camera is None and self.episodes is None or self.lerobot is not None, "--camera and --episodes go with --lerobot")
+        require(self.labels is None or bool(self.videos or self.images), "--labels goes with --videos or --images")
+        require(self.revision is None or bool(self.dataset or self.lerobot), "--revision goes with --dataset or --lerobot")
