@@ -7,17 +7,16 @@ same on a real model and real footage.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import av
+import lary_hub
 import numpy as np
 import torch
 from transformers import AutoModel
 
-import lary_hub
-
-from lary import LapaDinov3Processor
+from lary.configs.model import DemoConfig
+from lary.errors import LaryError
+from lary.frames import load_processor, probe_video, read_video
 from lary.synthetic import DIRECTIONS, make_clip
 
 # `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
@@ -26,33 +25,34 @@ EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-d
 
 def default_model() -> Path:
     if not (EMBEDDED_MODEL / "config.json").exists():
-        raise FileNotFoundError(f"the embedded model is missing from {EMBEDDED_MODEL}: reinstall lary, or pass --model ID_OR_DIR")
+        raise LaryError(f"the embedded model is missing from {EMBEDDED_MODEL}: reinstall lary, or pass --model ID_OR_DIR")
     return EMBEDDED_MODEL
 
 
-def read_video(path: str | Path, num_frames: int) -> np.ndarray:
-    """`num_frames` frames spread evenly over the video, as (frames, H, W, 3) uint8."""
-    try:
-        with av.open(str(path)) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    except (av.error.FFmpegError, FileNotFoundError) as error:
-        raise ValueError(f"cannot decode video {path}: {error}") from None
-    if len(frames) < 2:
-        raise ValueError(f"{path} has {len(frames)} frame(s); the demo needs at least two")
-    picks = np.linspace(0, len(frames) - 1, min(num_frames, len(frames))).round().astype(int)
-    return np.stack([frames[i] for i in picks])
+def spread_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """`num_frames` frames spread evenly over a video and their frame numbers: ((frames, H, W, 3) uint8, (frames,)).
+    Only those frames are kept while decoding, so a long video costs time, not memory."""
+    length = probe_video(path).num_frames
+    if length < 2:
+        raise LaryError(f"{path} has {length} frame(s); the demo needs at least two")
+    picks = np.unique(np.linspace(0, length - 1, min(num_frames, length)).round().astype(int))
+    return read_video(path, picks.tolist()), picks
 
 
-def code_table(indices: torch.Tensor, stride: int) -> str:
-    """One row per pair: the frames it joins and its codes."""
-    lines = [f"{'pair':>4}  {'frames':>7}  codes", f"{'-' * 4}  {'-' * 7}  {'-' * (3 * indices.shape[1])}"]
+def code_table(indices: torch.Tensor, frame_numbers: np.ndarray, stride: int) -> str:
+    """One row per pair: the frames it joins (their numbers in the video) and its codes."""
+    width = max(7, len(f"{frame_numbers[-1]}->{frame_numbers[-1]}"))
+    lines = [f"{'pair':>4}  {'frames':>{width}}  codes", f"{'-' * 4}  {'-' * width}  {'-' * (3 * indices.shape[1])}"]
     for pair, codes in enumerate(indices.tolist()):
-        lines.append(f"{pair:>4}  {f'{pair}->{pair + stride}':>7}  " + " ".join(f"{c:>2}" for c in codes))
+        joined = f"{frame_numbers[pair]}->{frame_numbers[pair + stride]}"
+        lines.append(f"{pair:>4}  {joined:>{width}}  " + " ".join(f"{c:>2}" for c in codes))
     return "\n".join(lines)
 
 
-def save_timeline(frames: np.ndarray, indices: torch.Tensor, stride: int, codebook_size: int, path: Path, title: str) -> Path:
-    """Frames on top; under each pair's first frame, its code grid (colour = code, number = code)."""
+def save_timeline(
+    frames: np.ndarray, frame_numbers: np.ndarray, indices: torch.Tensor, stride: int, codebook_size: int, path: Path, title: str
+) -> Path:
+    """Frames on top (titled with their numbers); under each pair's first frame, its code grid (colour = code)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +65,7 @@ def save_timeline(frames: np.ndarray, indices: torch.Tensor, stride: int, codebo
     )
     for t in range(count):
         axes[0, t].imshow(frames[t])
-        axes[0, t].set_title(f"frame {t}", fontsize=8)
+        axes[0, t].set_title(f"frame {frame_numbers[t]}", fontsize=8)
         axes[0, t].axis("off")
         axes[1, t].axis("off")
         if t < len(indices):
@@ -76,7 +76,7 @@ def save_timeline(frames: np.ndarray, indices: torch.Tensor, stride: int, codebo
             for (y, x), code in np.ndenumerate(grid):
                 if code >= 0:
                     axes[1, t].text(x, y, str(code), ha="center", va="center", fontsize=9, color="white", weight="bold")
-            axes[1, t].set_title(f"{t}->{t + stride}", fontsize=8)
+            axes[1, t].set_title(f"{frame_numbers[t]}->{frame_numbers[t + stride]}", fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -84,38 +84,29 @@ def save_timeline(frames: np.ndarray, indices: torch.Tensor, stride: int, codebo
     return path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model id or folder (default: the embedded examples/tiny-lapa-dinov3)")
-    parser.add_argument("--video", help="a video file (default: a generated synthetic clip)")
-    parser.add_argument("--frames", type=int, default=8, help="frames taken from the clip")
-    parser.add_argument("--stride", type=int, default=1, help="frame distance of each pair")
-    parser.add_argument("--direction", type=int, choices=range(len(DIRECTIONS)), help="motion of the synthetic clip (0=right, counter-clockwise)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clip")
-    parser.add_argument("--out", default=".", help="folder for demo_timeline.png")
-
-
-def main(args: argparse.Namespace) -> int:
-    model_path = args.model or default_model()
-    model = AutoModel.from_pretrained(str(model_path), trust_remote_code=True).eval()
-    processor = LapaDinov3Processor.from_pretrained(str(model_path))
+def demo(args: DemoConfig) -> int:
+    """`lary demo`: print the codes of each pair and save `demo_timeline.png`."""
+    model_path = str(args.model or default_model())
+    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).eval()
+    processor = load_processor(model_path, model.config.backbone_config.image_size)
     if args.video:
-        frames = read_video(args.video, args.frames)
+        frames, numbers = spread_frames(args.video, args.frames)
         title = f"{Path(args.video).name} with {model_path}"
     else:
         clip = make_clip(args.direction, num_frames=args.frames, size=processor.size, seed=args.seed)
-        frames = clip.frames
+        frames, numbers = clip.frames, np.arange(args.frames)
         title = f"synthetic clip moving {DIRECTIONS[clip.direction]} (seed {args.seed}) with {Path(model_path).name}"
     if not 1 <= args.stride < len(frames):
-        raise ValueError(f"--stride must be in [1, {len(frames) - 1}] for {len(frames)} frames")
+        raise LaryError(f"--stride must be in [1, {len(frames) - 1}] for {len(frames)} frames")
 
     inputs = processor(videos=[list(frames)], stride=args.stride)
     with torch.no_grad():
-        output = model(pixel_values_videos=inputs["pixel_values_videos"], stride=args.stride)
+        output = model(**inputs)
     indices = output.action_indices[0]
     print(title)
-    print(code_table(indices, args.stride))
+    print(code_table(indices, numbers, args.stride))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = save_timeline(frames, indices, args.stride, model.config.codebook_size, out / "demo_timeline.png", title)
+    path = save_timeline(frames, numbers, indices, args.stride, model.config.codebook_size, out / "demo_timeline.png", title)
     print(f"timeline: {path.resolve()}")
     return 0

@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from test_evaluation_features import write_extract_output
 
-from lary.evaluation.classification import PAPER_HEADS, AttentiveProbe, ClassificationConfig, train_classification
+from lary.evaluation.classification import (
+    PAPER_HEADS,
+    AttentiveProbe,
+    ClassificationConfig,
+    train_classification,
+)
 from lary.evaluation.features import load_split, one_hot_indices
 from lary.evaluation.regression import RegressionConfig, train_regression
-from test_evaluation_features import write_extract_output
 
 NUM_CLASSES = 4
 SMALL_CLASSIFIER = ClassificationConfig(hidden_dim=32, pooler_depth=2, attention_heads=4, epochs=5, batch_size=32)

@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
-from transformers import AutoModel, BitImageProcessorPil, DINOv3ViTModel, Dinov2Config
+from lary_tree import make_lary_tree
+from transformers import AutoModel, BitImageProcessorPil, Dinov2Config, DINOv3ViTModel
 
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.cli import main as lary_main
 from lary.data.loading import load_lary_split
 from lary.data.prepare import prepare
-from lary.evaluation.encoder_features import encode_frame_pairs
+from lary.encoders import encode_frame_pairs
 from lary.evaluation.features import load_split
-from lary_tree import make_lary_tree, write_clip
 
 TINY_BACKBONE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                  "num_register_tokens": 4, "image_size": 224, "patch_size": 16}
@@ -47,8 +44,9 @@ def prepare_lary(root: Path, configs: dict[str, int]) -> Path:
 
 
 def read_output(outdir: Path) -> pa.Table:
-    """Every Parquet shard of an extract folder, rows sorted by `id`."""
-    return pa.concat_tables([pq.read_table(path) for path in sorted(outdir.glob("*.parquet"))]).sort_by("id")
+    """Every Parquet shard of an extract folder, rows sorted by `id` (and `frame_index`, one row per pair)."""
+    table = pa.concat_tables([pq.read_table(path) for path in sorted(outdir.glob("*.parquet"))])
+    return table.sort_by([("id", "ascending")] + ([("frame_index", "ascending")] if "frame_index" in table.column_names else []))
 
 
 def read_manifest(outdir: Path) -> dict:
@@ -76,7 +74,7 @@ def model(tiny_model) -> LapaDinov3Model:
 
 def test_pairs_match_the_model_and_pass_labels_through(tmp_path, tiny_model, lary_folder, model):
     out = tmp_path / "out"
-    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "libero",
+    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "libero",
                    "--split", "validation", "--out", str(out), "--shard-size", "4", "--batch-size", "3") == 0
     table = read_output(out)
     rows = load_lary_split(str(lary_folder), "libero", split="validation")
@@ -98,7 +96,7 @@ def test_pairs_match_the_model_and_pass_labels_through(tmp_path, tiny_model, lar
     assert info["rows"] == 10 and info["shards"] == sorted(path.name for path in out.glob("*.parquet"))
     assert info["model_revision"].startswith("sha256:") and info["feature_columns"] == LATENT_COLUMNS
     assert info["label_names"] == rows.features["label"].names
-    assert info["arguments"]["shard_size"] == 4 and not (out / "errors.jsonl").exists()
+    assert info["shard_size"] == 4 and not (out / "errors.jsonl").exists()
     split = load_split(out, target="label")  # what `lary evaluate` reads
     assert split.features.shape == (10, 16, model.config.hidden_size)
 
@@ -113,7 +111,7 @@ def test_lary_clips_give_stacked_pairs_each_frame_encoded_once(tmp_path, tiny_mo
         return backbone_forward(self, pixel_values, *args, **kwargs)
 
     monkeypatch.setattr(DINOv3ViTModel, "forward", counting_forward)
-    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "robot_1st",
+    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "robot_1st",
                    "--out", str(out), "--batch-size", "16") == 0
     monkeypatch.undo()
     assert frames_seen == [18, 9]  # two 9-frame clips (16 pairs) per batch, then the last one; no frame twice
@@ -133,7 +131,7 @@ def test_lary_clips_give_stacked_pairs_each_frame_encoded_once(tmp_path, tiny_mo
 
 def test_regression_rows_pass_actions_and_metadata_through(tmp_path, tiny_model, lary_folder):
     out = tmp_path / "out"
-    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "calvin",
+    assert extract("--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "calvin",
                    "--out", str(out), "--limit", "4") == 0
     table = read_output(out)
     rows = load_lary_split(str(lary_folder), "calvin", split="validation").select(range(4))
@@ -145,48 +143,6 @@ def test_regression_rows_pass_actions_and_metadata_through(tmp_path, tiny_model,
     assert "label_names" not in read_manifest(out)
 
 
-def test_videos_images_and_an_unreadable_clip_retried_on_rerun(tmp_path, tiny_model, model):
-    videos = tmp_path / "videos"
-    write_clip(videos / "a.mp4", num_frames=5)
-    write_clip(videos / "sub" / "b.mp4", num_frames=7)
-    (videos / "broken.mp4").write_bytes(b"not a video")
-    out = tmp_path / "out"
-    args = ["--model", str(tiny_model), "--videos", str(videos / "**" / "*.mp4"), "--stride", "2",
-            "--batch-size", "2", "--shard-size", "2", "--out", str(out)]
-    assert extract(*args) == 1
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert [error["id"] for error in errors] == ["broken.mp4"] and "unreadable video" in errors[0]["reason"]
-    table = read_output(out)
-    assert table.column("id").to_pylist() == ["a.mp4", "sub/b.mp4"]
-    # Windows of `--batch-size` pairs give what the whole clip gives at once.
-    with av.open(str(videos / "sub" / "b.mp4")) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    with torch.inference_mode():
-        expected = model(**LapaDinov3Processor()(videos=[frames], stride=2))
-    np.testing.assert_array_equal(np.array(table.column("action_indices")[1].as_py()), expected.action_indices[0])
-    np.testing.assert_allclose(np.array(table.column("latent_actions")[1].as_py()), expected.latent_actions[0], atol=1e-5)
-
-    finished = {path.name: path.stat().st_mtime_ns for path in out.glob("*.parquet")}
-    shutil.copy(videos / "a.mp4", videos / "broken.mp4")  # fixed: the rerun retries only that clip
-    assert extract(*args) == 0
-    retried = {path.name for path in out.glob("*.parquet")} - set(finished)
-    assert retried == {"shard-00000-of-00002.retry-1.parquet"}
-    assert all(out.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in finished.items())
-    assert read_output(out).column("id").to_pylist() == ["a.mp4", "broken.mp4", "sub/b.mp4"]
-    assert not (out / "errors.jsonl").exists() and read_manifest(out)["rows"] == 3
-
-    folder = tmp_path / "frames" / "episode_0"
-    folder.mkdir(parents=True)
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"frame_{index}.png")
-    images_out = tmp_path / "images_out"
-    assert extract("--model", str(tiny_model), "--images", str(folder), "--stride", "2", "--out", str(images_out)) == 0
-    images = read_output(images_out)
-    assert images.column("id").to_pylist() == ["episode_0"]
-    np.testing.assert_array_equal(np.array(images.column("action_indices")[0].as_py()), expected.action_indices[0])
-
-
-
 def test_encoder_features_of_both_frames(tmp_path, lary_folder):
     torch.manual_seed(0)
     encoder_dir = tmp_path / "encoder"
@@ -196,7 +152,7 @@ def test_encoder_features_of_both_frames(tmp_path, lary_folder):
     image_processor = BitImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False)
     image_processor.save_pretrained(encoder_dir)
     out = tmp_path / "out"
-    assert extract("--encoder", str(encoder_dir), "--dataset", str(lary_folder), "--config", "libero",
+    assert extract("--encoder", str(encoder_dir), "--dataset", str(lary_folder), "--dataset-config", "libero",
                    "--out", str(out), "--limit", "3") == 0
     table = read_output(out)
     assert table.column_names == ["id", "features", "label"]
@@ -214,7 +170,7 @@ def test_encoder_features_of_both_frames(tmp_path, lary_folder):
 
 def test_different_arguments_into_the_same_folder_are_refused(tmp_path, tiny_model, lary_folder):
     out = tmp_path / "out"
-    args = ["--model", str(tiny_model), "--dataset", str(lary_folder), "--config", "libero", "--out", str(out)]
+    args = ["--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "libero", "--out", str(out)]
     assert extract(*args, "--limit", "2") == 0
     with pytest.raises(ValueError, match=r"different arguments[\s\S]*limit: 2 there, 3 now"):
         extract(*args, "--limit", "3")

@@ -11,15 +11,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModel, Siglip2ImageProcessorPil, Siglip2VisionConfig, VJEPA2Config
+from test_extract import extract, prepare_lary, read_output
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    Siglip2ImageProcessorPil,
+    Siglip2VisionConfig,
+    VJEPA2Config,
+)
 from transformers.image_transforms import center_crop, normalize, rescale, resize
 from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
 
 from lary.data.loading import load_lary_split
+from lary.encoders import EncoderTransform, processor_config
+from lary.errors import LaryError
 from lary.evaluation.features import load_split
-from lary.extract.models import vjepa2_video_processor
-from test_extract import extract, prepare_lary, read_output
 
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
 TINY_VJEPA2 = dict(TINY, mlp_ratio=2.0, crop_size=32, frames_per_clip=2, pred_hidden_size=16,
@@ -114,7 +121,7 @@ def vjepa2_tokens(folder: Path, pairs: list[list[np.ndarray]]) -> torch.Tensor:
 
 def test_siglip2_pairs_equal_the_model_on_its_processor_output(tmp_path, siglip2_dir, libero):
     out = tmp_path / "out"
-    assert extract("--encoder", str(siglip2_dir), "--dataset", str(libero[0]), "--config", "libero",
+    assert extract("--encoder", str(siglip2_dir), "--dataset", str(libero[0]), "--dataset-config", "libero",
                    "--out", str(out)) == 0
     tokens = siglip2_tokens(siglip2_dir, [frame for pair in pair_images(libero, out) for frame in pair])
     rows = features(out)
@@ -131,7 +138,7 @@ def test_siglip2_clip_keeps_the_aspect_ratio_and_one_grid_per_run(tmp_path, sigl
     out = tmp_path / "out"
     assert extract("--encoder", str(siglip2_dir), "--images", str(tmp_path / "frames" / "episode"),
                    "--stride", "2", "--out", str(out)) == 0
-    (clip,) = features(out)
+    clip = np.stack(features(out))  # one row per pair
     tokens = siglip2_tokens(siglip2_dir, frames)
     patches = len(tokens[0])
     assert patches == 15  # 3 x 5 patches: the largest grid with the 24:40 aspect ratio within 16 patches
@@ -140,14 +147,14 @@ def test_siglip2_clip_keeps_the_aspect_ratio_and_one_grid_per_run(tmp_path, sigl
         np.testing.assert_allclose(clip[t], torch.cat((tokens[t], tokens[t + 2])).numpy(), atol=1e-5)
 
     image_folder(tmp_path / "frames" / "tall", num_frames=3, height=40, width=24)
-    with pytest.raises(ValueError, match=r"patch grids .*\[\(3, 5\), \(5, 3\)\]"):
+    with pytest.raises(LaryError, match=r"frames of different shapes to 40x24 and 24x40 pixels"):
         extract("--encoder", str(siglip2_dir), "--images", str(tmp_path / "frames" / "episode"),
                 str(tmp_path / "frames" / "tall"), "--out", str(tmp_path / "mixed"))
 
 
 def test_vjepa2_pairs_are_one_tubelet_each(tmp_path, vjepa2_dir, libero):
     out = tmp_path / "out"
-    assert extract("--encoder", str(vjepa2_dir), "--dataset", str(libero[0]), "--config", "libero",
+    assert extract("--encoder", str(vjepa2_dir), "--dataset", str(libero[0]), "--dataset-config", "libero",
                    "--out", str(out)) == 0
     expected = vjepa2_tokens(vjepa2_dir, pair_images(libero, out))
     assert expected.shape == (3, VJEPA2_TOKENS, 32)
@@ -160,7 +167,7 @@ def test_vjepa2_clip_pairs_in_windows(tmp_path, vjepa2_dir):
     out = tmp_path / "out"
     assert extract("--encoder", str(vjepa2_dir), "--images", str(tmp_path / "episode"), "--stride", "2",
                    "--batch-size", "3", "--out", str(out)) == 0  # 4 pairs in windows of 3 pairs
-    (clip,) = features(out)
+    clip = np.stack(features(out))  # one row per pair
     expected = vjepa2_tokens(vjepa2_dir, [[frames[t], frames[t + 2]] for t in range(4)])
     assert clip.shape == (4, VJEPA2_TOKENS, 32)
     np.testing.assert_allclose(clip, expected.numpy(), atol=1e-5)
@@ -168,6 +175,7 @@ def test_vjepa2_clip_pairs_in_windows(tmp_path, vjepa2_dir):
 
 def test_vjepa2_without_a_processor_config_uses_the_defaults_at_the_model_crop_size(tmp_path):
     model = AutoModel.from_config(VJEPA2Config(**TINY_VJEPA2))
-    processor = vjepa2_video_processor(str(tmp_path), model)
-    assert (processor.crop_size.height, processor.crop_size.width, processor.size.shortest_edge) == (32, 32, 36)
-    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and processor.rescale_factor == 1 / 255
+    transform = EncoderTransform.from_config(processor_config(tmp_path, model))
+    assert (transform.crop, transform.size) == ((32, 32), {"shortest_edge": 36})
+    assert transform.mean.tolist() == np.float32([0.485, 0.456, 0.406]).tolist() and transform.rescale == 1 / 255
+    assert transform(np.zeros((2, 40, 60, 3), np.uint8)).shape == (2, 3, 32, 32)

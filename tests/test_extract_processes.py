@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 from lary.data.loading import load_lary_split
-from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 ROWS = 120
 
@@ -32,7 +32,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def extract_args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
-    return ["-m", "lary", "extract", "--model", str(model), "--dataset", str(dataset), "--config", "libero",
+    return ["-m", "lary", "extract", "--model", str(model), "--dataset", str(dataset), "--dataset-config", "libero",
             "--split", "validation", "--out", str(out), "--cpu", *extra]
 
 
@@ -49,7 +49,7 @@ def test_two_processes_equal_one(tmp_path, setup):
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     two = run([*launch, *extract_args(model, dataset, tmp_path / "two", *extra)])
     assert two.returncode == 0, two.stderr
-    assert "extracted 20 rows (20 pairs)" in one.stdout and "extracted 20 rows (20 pairs)" in two.stdout
+    assert "extracted 20 rows (20 pairs)" in one.stderr and "extracted 20 rows (20 pairs)" in two.stderr
 
     single, double = read_output(tmp_path / "one"), read_output(tmp_path / "two")
     assert single.num_rows == 20 and len(set(single.column("id").to_pylist())) == 20
@@ -73,7 +73,7 @@ def test_killed_run_resumes_with_every_id_once(tmp_path, setup):
 
     resumed = run(args)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"extracted {ROWS - 2 * len(finished)} rows" in resumed.stdout  # finished shards were not recomputed
+    assert f"extracted {ROWS - 2 * len(finished)} rows" in resumed.stderr  # finished shards were not recomputed
     for name, stamp in finished.items():
         path = out / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
@@ -82,4 +82,6 @@ def test_killed_run_resumes_with_every_id_once(tmp_path, setup):
     assert read_manifest(out)["rows"] == ROWS and not list(out.glob(".*.tmp"))
 
     refused = run(extract_args(model, dataset, out, "--shard-size", "4"))
-    assert refused.returncode != 0 and "shard_size: 2 there, 4 now" in refused.stderr
+    assert refused.returncode == 2 and "planned with --shard-size 2, not 4" in refused.stderr
+    again = run(args)
+    assert again.returncode == 0 and f"everything was already extracted: {out} holds {ROWS} rows" in again.stderr

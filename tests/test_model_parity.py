@@ -6,13 +6,21 @@ import json
 
 import pytest
 import torch
+from reference_oracle import (
+    random_reference_checkpoint,
+    reference_keys,
+    reference_outputs,
+)
 from safetensors.torch import load_file
 from transformers import DINOv3ViTConfig
 
 from lary import LapaDinov3Config, LapaDinov3Model
-from lary.checkpoint import CheckpointMismatchError, convert_state_dict, load_reference_state_dict
+from lary.checkpoint import (
+    CheckpointMismatchError,
+    convert_state_dict,
+    load_reference_state_dict,
+)
 from lary.convert import config_from_reference, convert_checkpoint
-from reference_oracle import random_reference_checkpoint, reference_keys, reference_outputs
 
 ATOL = 1e-4
 

@@ -6,7 +6,13 @@ import av
 import numpy as np
 import pytest
 
-from lary.synthetic import DIRECTIONS, direction_vector, make_clip, make_clips, write_video
+from lary.synthetic import (
+    DIRECTIONS,
+    direction_vector,
+    make_clip,
+    make_clips,
+    write_video,
+)
 
 
 def test_clip_shape_and_reproducibility():

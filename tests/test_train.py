@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from lary import LapaDinov3Processor
 from lary.synthetic import make_clip, write_video
 from lary.training.data import StepBatchSampler, load_clips
 from lary.training.trainer import replacement_due
@@ -46,13 +47,13 @@ def test_load_clips_from_videos_image_folders_and_synthetic(tmp_path):
     folder.mkdir()
     for t, frame in enumerate(make_clip(1, num_frames=3, size=40, seed=1).frames):
         Image.fromarray(frame).save(folder / f"{t:03d}.png")
-    clips = load_clips([str(tmp_path / "videos"), str(folder), "synthetic:2:7"], size=32)
+    clips = load_clips([str(tmp_path / "videos"), str(folder), "synthetic:2:7"], LapaDinov3Processor(size=32))
     assert [tuple(clip.shape) for clip in clips] == [(5, 3, 32, 32), (3, 3, 32, 32), (8, 3, 32, 32), (8, 3, 32, 32)]
     assert clips[0].dtype == torch.uint8
     with pytest.raises(ValueError, match="synthetic:COUNT"):
-        load_clips(["synthetic:x"], size=32)
+        load_clips(["synthetic:x"], LapaDinov3Processor(size=32))
     with pytest.raises(ValueError, match="not a video file"):
-        load_clips([str(tmp_path / "missing.mp4")], size=32)
+        load_clips([str(tmp_path / "missing.mp4")], LapaDinov3Processor(size=32))
 
 
 def write_tiny_configs(tmp_path: Path) -> tuple[Path, Path]:
@@ -63,7 +64,7 @@ def write_tiny_configs(tmp_path: Path) -> tuple[Path, Path]:
 
 def _train(tmp_path: Path, out: str, *extra: str, launcher: tuple[str, ...] = (sys.executable,)) -> Path:
     backbone, laq = write_tiny_configs(tmp_path)
-    command = [*launcher, "-m", "lary", "train", "--backbone", str(backbone), "--config", str(laq),
+    command = [*launcher, "-m", "lary", "train", "--backbone", str(backbone), "--model-config", str(laq),
                "--data", "synthetic:32:1", "--out", str(tmp_path / out), "--batch-size", "8", "--cpu",
                "--stride-range", "1,2", "--cache-features", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -119,13 +120,15 @@ def test_two_process_ddp_run(tmp_path):
 CACHE_SCRIPT = """
 import sys, torch
 from accelerate import Accelerator
+from lary import LapaDinov3Processor
 from lary.training.data import load_clips
 from lary.training.features_cache import compute_features
 from lary.training.trainer import build_model
 accelerator = Accelerator(cpu=True)
 torch.manual_seed(0)
 model = build_model(sys.argv[1], sys.argv[2])
-features = compute_features(model, load_clips(["synthetic:5:2"], 64), accelerator, batch_size=3)
+processor = LapaDinov3Processor(size=64)
+features = compute_features(model, processor, load_clips(["synthetic:5:2"], processor), accelerator, batch_size=3)
 if accelerator.is_main_process:
     torch.save(features, sys.argv[3])
 """

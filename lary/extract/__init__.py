@@ -1,5 +1,3 @@
-"""`lary extract`: sharded, resumable latent-action (or encoder-feature) extraction with accelerate."""
-
-from .command import add_arguments, main
-
-__all__ = ["add_arguments", "main"]
+"""`lary extract`: latent actions (or encoder features) of datasets, videos, image folders and LeRobot episodes,
+sharded over processes, decoded in worker processes, resumable. The command is `lary.extract.command.extract`; its
+options are `lary.configs.extract.ExtractConfig`."""

@@ -1,10 +1,15 @@
-"""`lary extract`: latent actions (or encoder features) for every row of a dataset, video files or image folders,
-sharded over accelerate processes and resumable. See docs/extract.md."""
+"""`lary extract`: latent actions (or encoder features) of every dataset row, video, image folder or LeRobot episode,
+sharded over accelerate processes, decoded in DataLoader workers, resumable. See docs/extract.md.
+
+The script reads top to bottom: resources, what to read and the model, the plan, the work, the summary.
+"""
 
 from __future__ import annotations
 
-import argparse
+import logging
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,52 +17,120 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import shards
-from .models import DTYPES, EncoderFeatureExtractor, Extractor, LatentActionExtractor, load_model, model_revision
-from .sources import DatasetSource, ImageFolderSource, Sample, SampleError, Source, VideoSource
+from lary.configs.extract import ExtractConfig
+from lary.configs.parser import run_identity
+from lary.errors import LaryError, MediaError
+from lary.extract import plan, shards
+from lary.extract.labels import Labels
+from lary.extract.loader import Batch, UnitEnd, UnitStream
+from lary.extract.models import (
+    EncoderFeatureExtractor,
+    Extractor,
+    LatentActionExtractor,
+    load_model,
+    model_revision,
+)
+from lary.extract.sources import DatasetSource, ImageFolderSource, Source, VideoSource
 
-# Arguments that do not change what is written: a rerun may change them and still resume.
-RESUMABLE_ARGUMENTS = ("out", "batch_size", "device_map", "cpu")
+logger = logging.getLogger(__name__)
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="LAPA-DINOv3 folder or Hub id: writes latent actions.")
-    what.add_argument("--encoder", help="Any 🤗 vision AutoModel (with an image processor): writes patch `features`.")
-    inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--dataset", help="Folder or Hub id that datasets.load_dataset reads (e.g. `lary prepare` output).")
-    inputs.add_argument("--videos", nargs="+", metavar="FILE_OR_GLOB", help="Video files, one clip (row) each.")
-    inputs.add_argument("--images", nargs="+", metavar="DIR", help="Folders of consecutive image files, one clip each.")
-    parser.add_argument("--config", help="Dataset config, e.g. `libero` (with --dataset).")
-    parser.add_argument("--split", default="validation", help="Dataset split (with --dataset).")
-    parser.add_argument("--stride", type=int, default=1, help="Clips: latent actions of frames (t, t + stride).")
-    parser.add_argument("--out", required=True, help="Output folder: Parquet shards, manifest.json, errors.jsonl.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Frame pairs per forward pass.")
-    parser.add_argument("--shard-size", type=int, default=1000, help="Rows per output shard (the unit of resuming).")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="Model weights dtype.")
-    parser.add_argument("--device-map", choices=["auto"], help="Shard one big model over all GPUs (one process).")
-    parser.add_argument("--cpu", action="store_true", help="Run on CPU, also under `accelerate launch`.")
-    parser.add_argument("--limit", type=int, help="Only the first N rows.")
-
-
-def run_arguments(args: argparse.Namespace, source: Source) -> dict[str, Any]:
-    """What identifies a run's output (checked against `run.json` on resume)."""
-    arguments = {name: value for name, value in vars(args).items() if name not in RESUMABLE_ARGUMENTS}
-    if isinstance(source, VideoSource):
-        arguments["videos"] = [str(path) for path in source.paths]
-    elif isinstance(source, ImageFolderSource):
-        arguments["images"] = [str(path) for path in source.folders]
-    return arguments
+MAX_AUTO_SHARD_SIZE = 1000
+MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
+PAIR_COLUMNS = {  # per-pair columns of the pair layout, before the representation
+    "frame_index": pa.int64(),
+    "next_frame_index": pa.int64(),
+    "timestamp": pa.float64(),
+    "next_timestamp": pa.float64(),
+}
 
 
-def make_source(args: argparse.Namespace) -> Source:
-    if args.dataset:
-        return DatasetSource(args.dataset, args.config, args.split, args.limit)
-    if args.videos:
-        return VideoSource(args.videos, args.limit)
-    return ImageFolderSource(args.images, args.limit)
+def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
+    """(decoding workers, torch threads) per process: the cores this process may use, shared between the model and the
+    workers (a GPU leaves the cores to decoding)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = max(1, cores // state.num_processes)
+    on_gpu = state.device.type == "cuda"
+    workers = config.num_workers
+    if workers is None:
+        workers = min(8, per_process - 1) if on_gpu else min(4, max(1, per_process // 2))
+    return workers, config.threads or per_process
+
+
+def make_source(config: ExtractConfig) -> Source:
+    if config.dataset:
+        return DatasetSource(config.dataset, config.dataset_config, config.split, config.limit, config.revision)
+    if config.videos:
+        return VideoSource(config.videos, config.limit)
+    if config.images:
+        return ImageFolderSource(config.images, config.limit)
+    from lary.extract.lerobot_source import LeRobotSource
+
+    return LeRobotSource(config.lerobot, config.revision, config.camera, config.episodes, config.limit)
+
+
+def make_extractor(config: ExtractConfig, state: PartialState) -> tuple[Extractor, Any]:
+    name = config.model or config.encoder
+    model = load_model(name, config.dtype, config.device_map, state.device, encoder=config.encoder is not None)
+    if config.model:
+        return LatentActionExtractor(model, name, config.batch_size), model
+    return EncoderFeatureExtractor(model, name, config.batch_size), model
+
+
+def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[list[int | None], list[Any]]:
+    """Pair counts and frame timestamps of every sample, from their containers (nothing is decoded); a sample that
+    cannot be read or is too short gets no count (it is tried, and reported, when its shard runs)."""
+    counts, frame_pts = [], []
+    for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample", disable=len(source) < 50):
+        try:
+            length, pts = source.length(index)
+        except MediaError:
+            counts.append(None)
+            frame_pts.append(None)
+            continue
+        if labels is not None:
+            labels.check_frames(source.sample_id(index), length, stride)
+        counts.append(length - stride if length > stride else None)
+        frame_pts.append(pts)
+    return counts, frame_pts
+
+
+def make_plan(outdir: Path, source: Source, config: ExtractConfig, num_processes: int, labels: Labels | None) -> None:
+    """The first run's plan (`plan.json`): the shard size, and for the pair layout the shards' segments."""
+    if source.layout == "row":
+        rows = len(source)
+        shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
+        plan.save(outdir, [], {"layout": "row", "shard_size": shard_size, "samples": rows})
+        return
+    counts, frame_pts = _plan_pairs(source, config.stride, labels)
+    rows = sum(count or 1 for count in counts)
+    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
+    units = plan.pair_units(counts, shard_size, frame_pts)
+    plan.save(outdir, units, {"layout": "pair", "shard_size": shard_size, "samples": len(source)})
+
+
+def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[list[plan.Segment]]:
+    units, info = plan.load(outdir)
+    if config.shard_size is not None and config.shard_size != info["shard_size"]:
+        raise LaryError(
+            f"{outdir} was planned with --shard-size {info['shard_size']}, not {config.shard_size}: rerun without "
+            "--shard-size (or with that value) to resume, or choose another --out"
+        )
+    if info["samples"] != num_samples:
+        raise LaryError(f"{outdir} was planned for {info['samples']} samples; the input now has {num_samples}")
+    return plan.row_units(num_samples, info["shard_size"]) if info["layout"] == "row" else units
+
+
+def schema_of(source: Source, extractor: Extractor, labels: Labels | None) -> pa.Schema:
+    if source.layout == "row":
+        fields = [("id", pa.string()), *extractor.columns(source.kind == "clip").items(), *source.passthrough_types.items()]
+    else:
+        label_types = labels.types if labels is not None else {}
+        fields = [("id", pa.string()), *PAIR_COLUMNS.items(), *extractor.columns(False).items(),
+                  *source.passthrough_types.items(), *label_types.items()]
+    return pa.schema(fields)
 
 
 def list_array(rows: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
@@ -69,152 +142,202 @@ def list_array(rows: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
+def dense_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A dense (rows, a, b, ...) array -> a nested `list<...>` array with one entry per row."""
+    nested = pa.array(values.reshape(-1), type=value_type)
+    for size in reversed(values.shape[1:]):
+        nested = pa.ListArray.from_arrays(pa.array(np.arange(0, len(nested) + 1, size, dtype=np.int32)), nested)
+    return nested
+
+
 def _innermost(data_type: pa.DataType) -> pa.DataType:
     while pa.types.is_list(data_type):
         data_type = data_type.value_type
     return data_type
 
 
-class UnitExtractor:
-    """Loads a unit's samples, batches them (pairs: `batch_size` pairs; clips: equal-length clips up to
-    `batch_size` pairs, longer clips in windows of `batch_size` pairs) and writes each batch's rows."""
-
-    def __init__(self, source: Source, extractor: Extractor, schema: pa.Schema, batch_size: int, stride: int):
-        self.source, self.extractor, self.schema = source, extractor, schema
-        self.batch_size, self.stride = batch_size, stride
-        self.clip = source.kind == "clip"
-        self.pairs_done = 0
-
-    def pairs_of(self, sample: Sample) -> int:
-        return len(sample.pixels) - self.stride if self.clip else 1
-
-    def fits(self, batch: list[Sample], sample: Sample) -> bool:
-        if not self.clip:
-            return len(batch) < self.batch_size
-        same_length = len(sample.pixels) == len(batch[0].pixels)
-        return same_length and (len(batch) + 1) * self.pairs_of(sample) <= self.batch_size
-
-    def compute(self, batch: list[Sample]) -> dict[str, list[np.ndarray]]:
-        if not self.clip:
-            outputs = self.extractor.pairs(torch.stack([sample.pixels for sample in batch]))
-            return {name: list(values) for name, values in outputs.items()}
-        if len(batch) > 1 or self.pairs_of(batch[0]) <= self.batch_size:
-            outputs = self.extractor.clips(torch.stack([sample.pixels for sample in batch]), self.stride)
-            return {name: list(values) for name, values in outputs.items()}
-        pixels, pairs = batch[0].pixels, self.pairs_of(batch[0])
-        windows = [
-            self.extractor.clips(pixels[None, start : min(start + self.batch_size, pairs) + self.stride], self.stride)
-            for start in range(0, pairs, self.batch_size)
-        ]
-        return {name: [np.concatenate([window[name][0] for window in windows])] for name in windows[0]}
-
-    def table(self, batch: list[Sample]) -> pa.Table:
-        columns: dict[str, pa.Array] = {"id": pa.array([sample.id for sample in batch], pa.string())}
-        for name, rows in self.compute(batch).items():
-            columns[name] = list_array(rows, _innermost(self.schema.field(name).type))
-        for name in self.source.passthrough_types:
-            columns[name] = pa.array([sample.passthrough[name] for sample in batch], self.schema.field(name).type)
-        return pa.Table.from_pydict(columns, schema=self.schema)
-
-    def run(self, writer: shards.ShardWriter, unit: shards.WorkUnit, progress: tqdm | None) -> list[dict[str, Any]]:
-        errors: list[dict[str, Any]] = []
-        batch: list[Sample] = []
-
-        def flush() -> None:
-            if batch:
-                pairs = sum(self.pairs_of(sample) for sample in batch)
-                writer.write(self.table(batch), pairs)
-                self.pairs_done += pairs
-                if progress is not None:
-                    progress.update(len(batch))
-                    elapsed = max(progress.format_dict["elapsed"], 1e-9)
-                    progress.set_postfix({"pairs/s": f"{self.pairs_done / elapsed:.1f}"})
-                batch.clear()
-
-        for index in unit.indices:
-            try:
-                sample = self.source.load(index, self.extractor.to_pixels)
-                if self.clip and len(sample.pixels) <= self.stride:
-                    raise SampleError(f"{len(sample.pixels)} frames; stride {self.stride} needs at least {self.stride + 1}")
-            except SampleError as error:
-                errors.append({"id": self.source.sample_id(index), "index": index, "reason": str(error)})
-                if progress is not None:
-                    progress.update(1)
-                continue
-            if batch and not self.fits(batch, sample):
-                flush()
-            batch.append(sample)
-        flush()
-        return errors
+def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Source, schema: pa.Schema,
+                labels: Labels | None) -> pa.Table:
+    """The rows of one computed batch: one per piece (row layout) or one per pair (pair layout)."""
+    columns: dict[str, Any] = {}
+    if source.layout == "row":
+        columns["id"] = [source.sample_id(piece.sample) for piece in batch.pieces]
+        for name in outputs[0]:
+            rows = [out[name] if source.kind == "clip" else out[name][0] for out in outputs]
+            columns[name] = list_array([row[None] for row in rows], _innermost(schema.field(name).type)) \
+                if rows[0].ndim == 0 else list_array(rows, _innermost(schema.field(name).type))
+        for name in source.passthrough_types:
+            columns[name] = [piece.passthrough[name] for piece in batch.pieces]
+        return pa.Table.from_pydict(columns, schema=schema)
+    extra: dict[str, list] = {}
+    for piece in batch.pieces:
+        first, second = piece.frame_indices[: piece.pairs], piece.frame_indices[piece.stride :]
+        sample_id = source.sample_id(piece.sample)
+        values = {
+            "id": [sample_id] * piece.pairs,
+            "frame_index": first,
+            "next_frame_index": second,
+            "timestamp": piece.times[: piece.pairs],
+            "next_timestamp": piece.times[piece.stride :],
+            **source.pair_columns(piece.sample, first, piece.stride),
+            **(labels.columns(sample_id, first, piece.stride) if labels is not None else {}),
+        }
+        for name, value in values.items():
+            extra.setdefault(name, []).extend(list(value))
+    for name, value in extra.items():
+        field_type = schema.field(name).type
+        if pa.types.is_list(field_type):  # per-pair arrays (action chunks, states)
+            columns[name] = list_array([np.asarray(row, np.float32) for row in value], _innermost(field_type))
+        else:
+            columns[name] = pa.array(value, field_type, from_pandas=True)
+    for name in outputs[0]:
+        columns[name] = dense_array(np.concatenate([out[name] for out in outputs]), _innermost(schema.field(name).type))
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
-def main(args: argparse.Namespace) -> int:
-    for name in ("batch_size", "shard_size", "stride"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-    if args.dataset is None and args.config is not None:
-        raise ValueError("--config goes with --dataset")
-    state = PartialState(cpu=args.cpu)
-    if args.device_map and state.num_processes > 1:
-        raise ValueError("--device-map auto spreads one model over all GPUs: run it as a single process")
-    outdir = Path(args.out)
+class Writers:
+    """The open shards of this process; rows are written in a background thread so the model never waits on disk."""
+
+    def __init__(self, outdir: Path, units: list[plan.WorkUnit], schema: pa.Schema):
+        self.outdir, self.units, self.schema = outdir, units, schema
+        self.open: dict[int, shards.ShardWriter] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lary-write")
+        self.pending: list[Future] = []
+
+    def _writer(self, position: int) -> shards.ShardWriter:
+        if position not in self.open:
+            unit = self.units[position]
+            previous = None
+            if unit.attempt:
+                previous = shards.finished_attempts(self.outdir, unit.num_shards)[unit.shard][-1]
+            self.open[position] = shards.ShardWriter(self.outdir, unit.name, self.schema, previous)
+        return self.open[position]
+
+    def write(self, position: int, make_table, pairs: int) -> None:
+        writer = self._writer(position)
+        self._submit(lambda: writer.write(make_table(), pairs))
+
+    def close(self, position: int, errors: list[dict[str, Any]]) -> None:
+        writer = self._writer(position)
+        del self.open[position]
+        self._submit(lambda: writer.close(errors))
+
+    def _submit(self, job) -> None:
+        while self.pending and (self.pending[0].done() or len(self.pending) >= MAX_PENDING_WRITES):
+            self.pending.pop(0).result()  # a failed write raises here; a full queue waits for the oldest
+        self.pending.append(self.pool.submit(job))
+
+    def finish(self) -> None:
+        self.pool.shutdown(wait=True)
+        for future in self.pending:
+            future.result()  # a failed write raises here
+
+
+def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
+              labels: Labels | None, workers: int, state: PartialState) -> None:
+    """Decode, compute and write this process's units."""
+    stream = UnitStream(source, units, extractor, config.batch_size, config.stride)
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=workers, collate_fn=lambda item: item,
+        pin_memory=state.device.type == "cuda", prefetch_factor=2 if workers else None,
+    )
+    writers = Writers(config.out, units, schema)
+    progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
+                    desc=f"extract (process 1 of {state.num_processes})")
+    pairs_done, start = 0, time.perf_counter()
+    for item in loader:
+        if isinstance(item, UnitEnd):
+            writers.close(item.unit, item.errors)
+            continue
+        outputs = extractor.compute(item.pieces)
+        writers.write(item.unit, lambda item=item, outputs=outputs: batch_table(item, outputs, source, schema, labels), item.pairs)
+        pairs_done += item.pairs
+        progress.update(item.pairs if source.layout == "pair" else len(item.pieces))
+        progress.set_postfix({"pairs/s": f"{pairs_done / max(time.perf_counter() - start, 1e-9):.1f}"})
+    writers.finish()
+    progress.close()
+
+
+def extract(config: ExtractConfig) -> int:
+    """Run `lary extract`; returns the exit code (1 when some samples could not be read)."""
+    # 1. Processes, torch threads and decoding workers.
+    state = PartialState(cpu=config.cpu)
+    if config.device_map and state.num_processes > 1:
+        raise LaryError("--device-map auto spreads one model over all GPUs: run it as a single process")
+    workers, threads = resources(config, state)
+    torch.set_num_threads(threads)
+    outdir = config.out
+    logger.debug("%d process(es), %d torch thread(s) and %d decoding worker(s) each", state.num_processes, threads, workers)
+
+    # 2. What to read, and the model. Nothing is written before both have loaded.
     with state.main_process_first():  # the main process builds the datasets cache first
-        source = make_source(args)
-    arguments = run_arguments(args, source)
+        source = make_source(config)
+    labels = Labels(config.labels) if config.labels else None
+    if labels is not None:
+        labels.check_ids([source.sample_id(index) for index in range(len(source))])
+    extractor, model = make_extractor(config, state)
+    schema = schema_of(source, extractor, labels)
+
+    # 3. The plan: the first run cuts the work into shards and records its arguments; a rerun must repeat them and
+    #    does what is left (missing shards, and what failed in the others).
+    record = {"arguments": run_identity(config), "layout": source.layout}
     if state.is_main_process:
         outdir.mkdir(parents=True, exist_ok=True)
-        shards.record_run(outdir, arguments)
+        if shards.read_run(outdir) is not None:
+            shards.check_run(outdir, record)
+        if plan.load(outdir) is None:
+            make_plan(outdir, source, config, state.num_processes, labels)
+        shards.record_run(outdir, record)
         shards.remove_temporary_files(outdir)
     state.wait_for_everyone()
-    shards.check_run(outdir, arguments)
-    units = shards.plan(outdir, len(source), args.shard_size)
+    shards.check_run(outdir, record)
+    all_units = load_plan(outdir, config, len(source))
+    todo = plan.remaining(outdir, all_units)
     state.wait_for_everyone()  # every process has planned before any writes
 
-    name = args.model or args.encoder
-    model = load_model(name, args.dtype, args.device_map, state.device, encoder=args.encoder is not None)
-    extractor = LatentActionExtractor(model) if args.model else EncoderFeatureExtractor(model, name)
-    clip = source.kind == "clip"
-    schema = pa.schema(
-        [("id", pa.string()), *extractor.columns(clip).items(), *source.passthrough_types.items()]
-    )
-    unit_extractor = UnitExtractor(source, extractor, schema, args.batch_size, args.stride)
-    mine = units[state.process_index :: state.num_processes]
+    # 4. The work: this process's shards, decoded by the workers, computed here, written by a background thread.
+    before = shards.summarize(outdir, len(all_units))
     start = time.perf_counter()
-    progress = None
-    if state.is_main_process:
-        progress = tqdm(total=sum(len(unit.indices) for unit in mine), unit="row", desc=f"extract (process 1 of {state.num_processes})")
-    for unit in mine:
-        writer = shards.ShardWriter(outdir, unit, schema)
-        writer.close(unit_extractor.run(writer, unit, progress))
-    if progress is not None:
-        progress.close()
+    mine = todo[state.process_index :: state.num_processes]
+    if mine:
+        run_units(mine, source, extractor, config, schema, labels, workers, state)
     state.wait_for_everyone()
     seconds = time.perf_counter() - start
 
-    summary = shards.summarize(outdir, len(source), args.shard_size)
+    # 5. The summary: manifest.json, errors.jsonl (what still could not be read), and a line for the user.
+    summary = shards.summarize(outdir, len(all_units))
     if state.is_main_process:
-        done = [shards.sidecar(outdir, outdir / f"{unit.name}.parquet") for unit in units]
-        rows, pairs = sum(info["rows"] for info in done), sum(info["pairs"] for info in done)
         manifest = {
-            "model": name,
-            "model_revision": model_revision(name, model),
-            "dataset": args.dataset or str(source.root),
-            "config": args.config,
-            "split": args.split if args.dataset else None,
+            "model": config.model or config.encoder,
+            "model_revision": model_revision(config.model or config.encoder, model),
+            "dataset": config.dataset or config.lerobot or source.root,
+            "config": config.dataset_config,
+            "split": config.split if config.dataset else None,
+            "layout": source.layout,
             "kind": source.kind,
-            "stride": args.stride if clip else None,
+            "stride": config.stride if source.layout == "pair" or source.kind == "clip" else None,
             "rows": summary["rows"],
             "pairs": summary["pairs"],
+            "shard_size": plan.load(outdir)[1]["shard_size"],
             "shards": summary["shards"],
             "errors": len(summary["errors"]),
-            "arguments": arguments,
-            "feature_columns": list(extractor.columns(clip)),
+            "arguments": record["arguments"],
+            "feature_columns": list(extractor.columns(False)),
         }
-        if source.label_names is not None:
-            manifest["label_names"] = source.label_names
+        if isinstance(extractor, LatentActionExtractor):
+            manifest["processor"] = {"size": extractor.processor.size, "resample": extractor.processor.resample}
+        names = labels.names if labels is not None else source.label_names
+        if names is not None:
+            manifest["label_names"] = names
         shards.write_errors(outdir, summary["errors"])
         shards.write_manifest(outdir, manifest)
-        print(f"extracted {rows} rows ({pairs} pairs) in {seconds:.1f} s: {pairs / max(seconds, 1e-9):.2f} pairs/s")
+        if not todo:
+            logger.info("everything was already extracted: %s holds %d rows (%d pairs)", outdir, summary["rows"], summary["pairs"])
+        else:
+            rows, pairs = summary["rows"] - before["rows"], summary["pairs"] - before["pairs"]
+            logger.info("extracted %d rows (%d pairs) in %.1f s: %.2f pairs/s; %s holds %d rows",
+                        rows, pairs, seconds, pairs / max(seconds, 1e-9), outdir, summary["rows"])
         if summary["errors"]:
-            print(f"{len(summary['errors'])} row(s) could not be read: see {outdir / shards.ERRORS_FILE}; rerun to retry them")
+            logger.warning("%d sample(s) could not be read: see %s; rerun to retry them", len(summary["errors"]),
+                           outdir / shards.ERRORS_FILE)
     return 1 if summary["errors"] else 0

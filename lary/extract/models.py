@@ -1,9 +1,11 @@
-"""The representations `lary extract` writes: LAPA-DINOv3 latent actions (`--model`) or the patch features of
-frame pairs from any 🤗 vision `AutoModel` or V-JEPA2 (`--encoder`).
+"""The representations `lary extract` writes: LAPA-DINOv3 latent actions (`--model`) or the patch features of frame
+pairs from any 🤗 vision `AutoModel` or V-JEPA2 (`--encoder`).
 
-Both take pixels from their own preprocessing and return numpy arrays with a leading row axis: frame pairs
-`(B, 2, 3, H, W)` -> `(B, ...)`, clips `(B, frames, 3, H, W)` -> `(B, pairs, ...)` with each frame encoded once
-(V-JEPA2: each pair).
+An extractor has two halves. `prepare` runs in the DataLoader workers on decoded frames: the LAPA-DINOv3 processor's
+resize to model size (on CPU), or nothing when the model is on a GPU, which then resizes the uint8 frames itself
+(`resize_on_device`); encoders apply their processor config there. `compute` runs in the main process on a batch of
+`Piece`s (consecutive frames of one sample): every frame goes through the backbone once, then each piece's pairs
+`(i, i + stride)` are formed from the frame features. It returns, per piece, numpy arrays with a leading pair axis.
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
-from transformers import AutoImageProcessor, AutoModel
-from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
 
-from lary import LapaDinov3Model, LapaDinov3Processor
-from lary.evaluation.encoder_features import (
-    encode_clip_pairs,
-    encode_frame_pairs,
-    frames_from_patches,
+from lary import LapaDinov3Model
+from lary.encoders import (
+    EncoderTransform,
+    encode_frames,
     is_vjepa2,
-    vision_config,
+    processor_config,
+    tubelets,
 )
+from lary.errors import LaryError
+from lary.extract.loader import Piece
+from lary.frames import load_processor
+from lary.hub import check_model_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HASHED_BYTES = 16 * 2**20
+LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -44,12 +48,19 @@ def _list_type(value_type: pa.DataType, depth: int) -> pa.DataType:
 
 def load_model(name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False):
     """`AutoModel.from_pretrained` in eval mode, on `device` unless `device_map` places it."""
+    from transformers import AutoModel
+
+    flag = "--encoder" if encoder else "--model"
+    check_model_name(name, flag)
     kwargs = {"dtype": DTYPES[dtype]}
     if device_map:
         kwargs["device_map"] = device_map
-    model = AutoModel.from_pretrained(name, **kwargs).eval()
+    try:
+        model = AutoModel.from_pretrained(name, **kwargs).eval()
+    except OSError as error:
+        raise LaryError(f"{flag} {name} is not a model folder, nor a model that could be loaded from the Hub: {error}") from None
     if not encoder and not isinstance(model, LapaDinov3Model):
-        raise ValueError(f"--model {name} is a {type(model).__name__}, not LAPA-DINOv3; use --encoder for other models")
+        raise LaryError(f"--model {name} is a {type(model).__name__}, not LAPA-DINOv3; use --encoder for other models")
     return model if device_map else model.to(device)
 
 
@@ -69,119 +80,112 @@ def model_revision(name: str, model) -> str | None:
     return getattr(model.config, "_commit_hash", None)
 
 
-class LatentActionExtractor:
-    """LAPA-DINOv3 `action_indices`, `latent_actions` and `continuous_latent_actions`."""
+def _pair_indices(pieces: list[Piece]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of each piece's pairs `(i, i + stride)` in the batch's concatenated frames."""
+    first, offset = [], 0
+    for piece in pieces:
+        first.append(offset + torch.arange(piece.pairs))
+        offset += len(piece.frame_indices)
+    first_index = torch.cat(first)
+    strides = torch.cat([torch.full((piece.pairs,), piece.stride) for piece in pieces])
+    return first_index, first_index + strides
 
-    def __init__(self, model: LapaDinov3Model):
-        self.model = model
-        self.processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
+
+def _split(values: dict[str, torch.Tensor], pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
+    arrays = {name: _numpy(value) for name, value in values.items()}
+    bounds = np.cumsum([0] + [piece.pairs for piece in pieces])
+    return [{name: array[a:b] for name, array in arrays.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class LatentActionExtractor:
+    """LAPA-DINOv3 `action_indices`, `latent_actions` and `continuous_latent_actions`, with the processor saved in
+    the model folder (its size and resample)."""
+
+    def __init__(self, model: LapaDinov3Model, name: str, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self.processor = load_processor(name, model.config.backbone_config.image_size)
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+        self.resize_on_device = self.device.type == "cuda"
 
-    def columns(self, clip: bool) -> dict[str, pa.DataType]:
-        extra = int(clip)
+    def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
+        extra = int(per_row_pairs)
         return {
             "action_indices": _list_type(pa.int64(), 1 + extra),
             "latent_actions": _list_type(pa.float32(), 2 + extra),
             "continuous_latent_actions": _list_type(pa.float32(), 2 + extra),
         }
 
-    def to_pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
-        # The processor takes clips of at least two frames; a lone frame is processed as a still clip.
-        clip = frames if len(frames) > 1 else frames * 2
-        return self.processor(videos=[clip], stride=1)["pixel_values_videos"][0, : len(frames)]
+    def resize(self, frames: np.ndarray) -> torch.Tensor:
+        return self.processor.resize(torch.from_numpy(frames))
 
-    def _outputs(self, **inputs) -> dict[str, np.ndarray]:
-        outputs = self.model(**inputs)
-        return {name: _numpy(outputs[name]) for name in ("action_indices", "latent_actions", "continuous_latent_actions")}
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(frames) if self.resize_on_device else self.resize(frames)
+
+    def _pixels(self, piece: Piece) -> torch.Tensor:
+        pixels = piece.pixels.to(self.device, non_blocking=True)
+        if not piece.resized:
+            pixels = self.processor.resize(pixels)
+        return self.processor.normalize(pixels).to(self.dtype)
 
     @torch.inference_mode()
-    def pairs(self, pixels: torch.Tensor) -> dict[str, np.ndarray]:
-        return self._outputs(pixel_values=pixels.to(self.device, self.dtype))
-
-    @torch.inference_mode()
-    def clips(self, pixels: torch.Tensor, stride: int) -> dict[str, np.ndarray]:
-        return self._outputs(pixel_values_videos=pixels.to(self.device, self.dtype), stride=stride)
-
-
-def vjepa2_video_processor(name: str, model) -> VJEPA2VideoProcessor:
-    """V-JEPA2's preprocessing settings: its saved video processor config (`video_preprocessor_config.json`, else
-    `preprocessor_config.json`), else the V-JEPA2 defaults at the model's `crop_size`."""
-    try:
-        return VJEPA2VideoProcessor.from_pretrained(name)
-    except OSError:
-        return VJEPA2VideoProcessor(crop_size=model.config.crop_size)
-
-
-def vjepa2_pixels(frames: list[np.ndarray], processor: VJEPA2VideoProcessor) -> torch.Tensor:
-    """RGB uint8 frames -> `(frames, 3, crop, crop)` as `VJEPA2VideoProcessor` does (it needs torchvision), with PIL:
-    resize the shortest edge to `size.shortest_edge` (`int(crop * 256 / 224)`), center crop, rescale, normalize."""
-    crop, pixels = processor.crop_size, []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        if processor.do_resize:
-            width, height, short = *image.size, processor.size.shortest_edge
-            size = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
-            image = image.resize(size, resample=Image.Resampling(int(processor.resample)))
-        array = np.asarray(image, dtype=np.float32)
-        if processor.do_center_crop:
-            top, left = (array.shape[0] - crop.height) // 2, (array.shape[1] - crop.width) // 2
-            array = array[top : top + crop.height, left : left + crop.width]
-        if processor.do_rescale:
-            array = array * processor.rescale_factor
-        if processor.do_normalize:
-            array = (array - np.asarray(processor.image_mean)) / np.asarray(processor.image_std)
-        pixels.append(torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1))
-    return torch.stack(pixels)
+    def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
+        pixels = torch.cat([self._pixels(piece) for piece in pieces])
+        # frames in chunks of at most two batches: a long clip row does not hold all its activations at once
+        features = torch.cat([self.model.extract_features(chunk) for chunk in pixels.split(2 * self.batch_size)])
+        first, second = _pair_indices(pieces)
+        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in LATENT_ACTION_COLUMNS}
+        for a, b in zip(first.split(self.batch_size), second.split(self.batch_size)):
+            output = self.model(backbone_features=torch.stack((features[a], features[b]), dim=1))
+            for name in LATENT_ACTION_COLUMNS:
+                outputs[name].append(output[name])
+        return _split({name: torch.cat(values) for name, values in outputs.items()}, pieces)
 
 
 class EncoderFeatureExtractor:
-    """Encoder `features` of every pair, as `lary.evaluation.encoder_features.encode_frame_pairs` computes them:
-    `2 * patches x D` (both frames' patch tokens; each clip frame encoded once) or, for V-JEPA2, `patches x D` (the
-    pair as one tubelet).
+    """Encoder `features` of every pair, as `lary.encoders.encode_frame_pairs` computes them: `2 * patches x D` (both
+    frames' patch tokens; every frame encoded once) or, for V-JEPA2, `patches x D` (the pair as one tubelet).
+    Frames are preprocessed from the model's processor config (`lary.encoders.EncoderTransform`); all frames of a run
+    must come out at one size (SigLIP2 NaFlex keeps the aspect ratio, so frames of other shapes get other grids)."""
 
-    Pixels come from the model's image processor; Siglip2's (NaFlex) patchified output is turned back into frames
-    (all frames of a run must get one patch grid). V-JEPA2 frames are preprocessed here (`vjepa2_pixels`)."""
+    resize_on_device = False
 
-    def __init__(self, model, name: str):
-        self.model, self.name = model, name
-        self.patch_grid: tuple[int, int] | None = None
-        if is_vjepa2(model):
-            self.video_processor = vjepa2_video_processor(name, model)
-            return
-        try:
-            self.image_processor = AutoImageProcessor.from_pretrained(name)
-        except OSError as error:
-            raise ValueError(f"--encoder {name} has no image processor (preprocessor_config.json): {error}") from None
+    def __init__(self, model, name: str, batch_size: int):
+        self.model, self.name, self.batch_size = model, name, batch_size
+        self.transform = EncoderTransform.from_config(processor_config(name, model))
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.frame_size: tuple[int, int] | None = None
 
-    def columns(self, clip: bool) -> dict[str, pa.DataType]:
-        return {"features": _list_type(pa.float32(), 2 + int(clip))}
+    def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
+        return {"features": _list_type(pa.float32(), 2 + int(per_row_pairs))}
 
-    def to_pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
-        if is_vjepa2(self.model):
-            return vjepa2_pixels(frames, self.video_processor)
-        processed = self.image_processor(images=frames, return_tensors="pt")
-        if "spatial_shapes" not in processed:
-            return processed["pixel_values"]
-        grids = {tuple(grid) for grid in processed["spatial_shapes"].tolist()}
-        if self.patch_grid:
-            grids.add(self.patch_grid)
-        if len(grids) > 1:
-            raise ValueError(
-                f"--encoder {self.name} resizes frames to patch grids that keep their aspect ratio; got "
-                f"{sorted(grids)}: features of one run need one grid, so give frames of one size"
+    def resize(self, frames: np.ndarray) -> torch.Tensor:
+        return self.transform(frames)
+
+    prepare = resize
+
+    def _check_size(self, pixels: torch.Tensor) -> None:
+        size = tuple(pixels.shape[-2:])
+        self.frame_size = self.frame_size or size
+        if size != self.frame_size:
+            raise LaryError(
+                f"--encoder {self.name} preprocesses frames of different shapes to {self.frame_size[1]}x{self.frame_size[0]} "
+                f"and {size[1]}x{size[0]} pixels: the features of one run need one size, so give frames of one shape"
             )
-        self.patch_grid = grids.pop()
-        patch_size = vision_config(self.model).patch_size
-        return frames_from_patches(processed["pixel_values"], processed["spatial_shapes"], patch_size)
 
     @torch.inference_mode()
-    def pairs(self, pixels: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"features": _numpy(encode_frame_pairs(self.model, pixels))}
-
-    @torch.inference_mode()
-    def clips(self, pixels: torch.Tensor, stride: int) -> dict[str, np.ndarray]:
-        return {"features": _numpy(encode_clip_pairs(self.model, pixels, stride))}
+    def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
+        for piece in pieces:
+            self._check_size(piece.pixels)
+        pixels = torch.cat([piece.pixels for piece in pieces]).to(self.device, self.dtype, non_blocking=True)
+        first, second = _pair_indices(pieces)
+        if is_vjepa2(self.model):
+            chunks = [tubelets(self.model, torch.stack((pixels[a], pixels[b]), dim=1))
+                      for a, b in zip(first.split(self.batch_size), second.split(self.batch_size))]
+            return _split({"features": torch.cat(chunks)}, pieces)
+        tokens = torch.cat([encode_frames(self.model, chunk) for chunk in pixels.split(2 * self.batch_size)])
+        return _split({"features": torch.cat((tokens[first], tokens[second]), dim=1)}, pieces)
 
 
 Extractor = LatentActionExtractor | EncoderFeatureExtractor

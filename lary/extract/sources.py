@@ -1,31 +1,33 @@
-"""What `lary extract` reads: dataset rows (frame pairs or clips), video files, and folders of image files.
+"""What `lary extract` reads: dataset rows (frame pairs or clips), video files, folders of image files, LeRobot episodes.
 
-Every source is an indexable list of samples. `load(index, to_pixels)` decodes one sample and turns its frames
-into model pixels `(frames, 3, H, W)` right away (in chunks, for videos), so a long clip is never held as
-full-resolution frames. A sample that cannot be read raises `SampleError`; its id is known without reading it.
+Two layouts (see `lary.extract.plan`):
+- `DatasetSource` ("row" layout): one output row per dataset row, as LARY's prepared configs have them: a frame pair,
+  or a short clip whose pairs all go into its row. `row(index)` decodes a row's frames.
+- `VideoSource`, `ImageFolderSource`, `LeRobotSource` ("pair" layout): one output row per frame pair of each sample
+  (video, folder, episode), however long. `length(index)` tells how many frames a sample has (without decoding), and
+  `frames(segment, stop)` decodes a range of them.
+
+Sources are read in DataLoader worker processes: they hold only paths and small tables. A sample that cannot be read
+raises `MediaError`; its id is known without reading it.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import os
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import datasets
 import numpy as np
 import pyarrow as pa
-import torch
 from PIL import Image
 
 from lary.data.loading import load_lary_split
-
-PixelFn = Callable[[list[np.ndarray]], torch.Tensor]  # RGB uint8 (H, W, 3) frames -> (frames, 3, H', W')
+from lary.errors import LaryError, MediaError
+from lary.extract.plan import Segment
+from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image
 
 # Dataset columns passed through to the output, with their Arrow types there.
 PASSTHROUGH_TYPES: dict[str, pa.DataType] = {
@@ -36,57 +38,10 @@ PASSTHROUGH_TYPES: dict[str, pa.DataType] = {
     "task_id": pa.string(),
     "episode_id": pa.string(),
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-DECODE_CHUNK = 32  # video frames decoded before they are turned into pixels
-
-
-class SampleError(Exception):
-    """A sample whose media cannot be read; it goes to `errors.jsonl` and the run goes on."""
-
-
-@dataclass
-class Sample:
-    """One output row: `pixels` is `(2, 3, H, W)` for a pair or `(frames, 3, H, W)` for a clip."""
-
-    id: str
-    pixels: torch.Tensor
-    passthrough: dict[str, Any]
-
-
-def _natural_key(path: Path) -> list:
-    """`frame_2.png` before `frame_10.png`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _common_root(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath([str(path.parent) for path in paths]))
-
-
-def _decode_image(image: dict[str, Any] | None, where: str) -> np.ndarray:
-    """An `Image` feature's stored `{"bytes", "path"}` -> RGB uint8 array."""
-    try:
-        if image is None:
-            raise ValueError("no image stored")
-        source = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
-        with Image.open(source) as opened:
-            return np.asarray(opened.convert("RGB"))
-    except Exception as error:  # PIL raises many types for corrupt or missing files
-        raise SampleError(f"{where}: unreadable image ({error})") from None
-
-
-def _pixels_in_chunks(frames, to_pixels: PixelFn) -> torch.Tensor:
-    """Turn an iterable of RGB arrays into pixels `DECODE_CHUNK` frames at a time."""
-    chunks, pending = [], []
-    for frame in frames:
-        pending.append(frame)
-        if len(pending) == DECODE_CHUNK:
-            chunks.append(to_pixels(pending))
-            pending = []
-    if pending:
-        chunks.append(to_pixels(pending))
-    if not chunks:
-        raise SampleError("no frames")
-    return torch.cat(chunks)
 
 
 class DatasetSource:
@@ -94,15 +49,17 @@ class DatasetSource:
     pairs or `frames` clips. Row ids come from the `id` column, else the row index. Label and action columns pass
     through."""
 
-    def __init__(self, path: str, config: str | None, split: str, limit: int | None = None):
-        dataset = load_lary_split(path, config, split)
+    layout = "row"
+
+    def __init__(self, path: str, config: str | None, split: str, limit: int | None = None, revision: str | None = None):
+        dataset = load_lary_split(path, config, split, revision=revision)
         columns = set(dataset.column_names)
         if {"source_image", "target_image"} <= columns:
             self.kind = "pair"
         elif "frames" in columns:
             self.kind = "clip"
         else:
-            raise ValueError(
+            raise LaryError(
                 f"dataset {path!r} (config {config!r}, split {split!r}) has neither `source_image`/`target_image` "
                 f"nor `frames` columns; it has {sorted(columns)}"
             )
@@ -113,6 +70,7 @@ class DatasetSource:
         self.rows = dataset.with_format("arrow")  # raw image bytes: decoding errors are caught per sample
         self.num_rows = len(dataset) if limit is None else min(limit, len(dataset))
         self.where = f"{path}[{config}/{split}]" if config else f"{path}[{split}]"
+        self.root = path
 
     def __len__(self) -> int:
         return self.num_rows
@@ -120,36 +78,41 @@ class DatasetSource:
     def sample_id(self, index: int) -> str:
         return self.rows[index].column("id")[0].as_py() if self.has_ids else str(index)
 
-    def load(self, index: int, to_pixels: PixelFn) -> Sample:
+    def row(self, index: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """The row's frames (RGB uint8) and its pass-through values."""
         row = self.rows[index].to_pylist()[0]
-        sample_id = row["id"] if self.has_ids else str(index)
-        where = f"{self.where} row {index} ({sample_id})"
-        if self.kind == "pair":
-            frames = [_decode_image(row["source_image"], where), _decode_image(row["target_image"], where)]
-            pixels = to_pixels(frames)
-        else:
-            pixels = _pixels_in_chunks((_decode_image(image, where) for image in row["frames"] or []), to_pixels)
-        passthrough = {name: row[name] for name in self.passthrough_types}
-        return Sample(sample_id, pixels, passthrough)
+        where = f"{self.where} row {index} ({self.sample_id(index)})"
+        images = [row["source_image"], row["target_image"]] if self.kind == "pair" else row["frames"] or []
+        frames = [read_image(image, where) for image in images]
+        if not frames:
+            raise MediaError(where, "no frames")
+        return frames, {name: row[name] for name in self.passthrough_types}
 
 
-class VideoSource:
-    """Video files, one clip (row) each, every frame decoded with PyAV; ids are paths relative to the files'
-    common folder."""
+class FileSource:
+    """Shared by `VideoSource` and `ImageFolderSource`: one sample per path, no columns besides the pairs'."""
 
-    kind = "clip"
-    passthrough_types: dict[str, pa.DataType] = {}
+    layout = "pair"
+    kind = "pair"
     label_names = None
+    passthrough_types: dict[str, pa.DataType] = {}
+
+    def pair_columns(self, index: int, first_frames: np.ndarray, stride: int) -> dict[str, list]:
+        return {}
+
+
+class VideoSource(FileSource):
+    """Video files, one sample each, decoded with PyAV; ids are paths relative to the files' common folder."""
 
     def __init__(self, patterns: Sequence[str], limit: int | None = None):
         paths: set[Path] = set()
         for pattern in patterns:
             matches = glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern]
             if not matches:
-                raise FileNotFoundError(f"--videos {pattern!r} matches no file")
+                raise LaryError(f"--videos {pattern!r} matches no file")
             paths.update(Path(match).resolve() for match in matches)
         self.paths = sorted(paths)[:limit]
-        self.root = _common_root(self.paths)
+        self.root = str(_common_root(self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -157,30 +120,25 @@ class VideoSource:
     def sample_id(self, index: int) -> str:
         return self.paths[index].relative_to(self.root).as_posix()
 
-    def load(self, index: int, to_pixels: PixelFn) -> Sample:
-        path = self.paths[index]
-        try:
-            with av.open(str(path)) as container:
-                frames = (frame.to_ndarray(format="rgb24") for frame in container.decode(video=0))
-                pixels = _pixels_in_chunks(frames, to_pixels)
-        except (av.error.FFmpegError, OSError, SampleError) as error:
-            raise SampleError(f"{path}: unreadable video ({error})") from None
-        return Sample(self.sample_id(index), pixels, {})
+    def length(self, index: int) -> tuple[int, np.ndarray | None]:
+        """Frame count and every frame's video timestamp (to seek), from the container (no decoding)."""
+        info = probe_video(self.paths[index])
+        return info.num_frames, info.pts if info.seekable else None
+
+    def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
+        return decode_video(self.paths[segment.sample], segment.seek_frame, stop, segment.seek_pts)
 
 
-class ImageFolderSource:
-    """Folders of image files, one clip (row) each: the files in natural order (`frame_2` before `frame_10`)."""
-
-    kind = "clip"
-    passthrough_types: dict[str, pa.DataType] = {}
-    label_names = None
+class ImageFolderSource(FileSource):
+    """Folders of image files, one sample each: the files in natural order (`frame_2` before `frame_10`). All
+    frames of a folder must have one size (else the folder is refused, naming the sizes)."""
 
     def __init__(self, folders: Sequence[str], limit: int | None = None):
         self.folders = sorted({Path(folder).resolve() for folder in folders})[:limit]
         for folder in self.folders:
             if not folder.is_dir():
-                raise NotADirectoryError(f"--images {folder} is not a folder")
-        self.root = _common_root(self.folders) if len(self.folders) > 1 else self.folders[0].parent
+                raise LaryError(f"--images {folder} is not a folder")
+        self.root = str(_common_root(self.folders) if len(self.folders) > 1 else self.folders[0].parent)
 
     def __len__(self) -> int:
         return len(self.folders)
@@ -188,13 +146,27 @@ class ImageFolderSource:
     def sample_id(self, index: int) -> str:
         return self.folders[index].relative_to(self.root).as_posix()
 
-    def load(self, index: int, to_pixels: PixelFn) -> Sample:
-        folder = self.folders[index]
-        files = sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    def length(self, index: int) -> tuple[int, None]:
+        """Frame count, after checking (from the file headers) that every frame has one size."""
+        files = image_files(self.folders[index])
         if not files:
-            raise SampleError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-        frames = (_decode_image({"bytes": None, "path": str(path)}, str(path)) for path in files)
-        return Sample(self.sample_id(index), _pixels_in_chunks(frames, to_pixels), {})
+            raise MediaError(self.folders[index], "no image files")
+        sizes: dict[tuple[int, int], Path] = {}
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    sizes.setdefault(image.size, path)
+            except Exception as error:  # PIL raises many types for corrupt files
+                raise MediaError(path, f"unreadable image ({error})") from None
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h} ({path.name})" for (w, h), path in sizes.items())
+            raise MediaError(self.folders[index], f"frames of different sizes: {shown}; resize them to one size first")
+        return len(files), None
+
+    def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
+        files = image_files(self.folders[segment.sample])
+        for index in range(segment.first, len(files) if stop is None else min(stop, len(files))):
+            yield VideoFrame(index, float("nan"), read_image(files[index]))
 
 
 Source = DatasetSource | VideoSource | ImageFolderSource

@@ -1,5 +1,2 @@
-"""Training LAPA-DINOv3-style latent action models: `lary train`."""
-
-from lary.training.trainer import TrainingArguments, build_model, train
-
-__all__ = ["TrainingArguments", "build_model", "train"]
+"""Training LAPA-DINOv3-style latent action models: `lary train` (`lary.training.trainer.train`, options in
+`lary.configs.train.TrainConfig`)."""

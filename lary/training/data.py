@@ -1,59 +1,68 @@
 """Training clips and frame pairs: videos, image folders, saved `datasets`, LARY/`datasets` configs and generated
 synthetic clips.
 
-Clips are decoded once, resized to the backbone's square image size and kept in memory as uint8. Batches are a
-pure function of (seed, step): every process draws the same global batch and takes its own slice, so a run
-resumed at step N sees exactly the batches it would have seen, on any number of processes.
+Clips are decoded once (`lary.frames`), resized by the model's processor to the backbone's square image size and kept
+in memory as uint8; the processor also normalises each batch. Batches are a pure function of (seed, step): every
+process draws the same global batch and takes its own slice, so a run resumed at step N sees exactly the batches it
+would have seen, on any number of processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
+from lary import LapaDinov3Processor
 from lary.data.loading import load_lary_split
+from lary.errors import LaryError
+from lary.frames import VIDEO_SUFFIXES, decode_video, image_files, read_image
 from lary.synthetic import make_clips
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 SYNTHETIC_PREFIX = "synthetic:"
 DATASET_PREFIX = "dataset:"
 PAIR_COLUMNS = ["source_image", "target_image"]
+RESIZE_CHUNK = 64  # frames decoded before they are resized: a long video is never held at full resolution
 
 Pair = tuple[int, int, int]  # (clip index, first frame, stride)
 
 
-def _resize(frames: list[Image.Image], size: int) -> torch.Tensor:
-    """(frames, 3, size, size) uint8, bicubic as the processor resizes."""
-    arrays = [np.asarray(frame.convert("RGB").resize((size, size), Image.BICUBIC)) for frame in frames]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+def _resize(frames: Iterable[np.ndarray], processor: LapaDinov3Processor) -> torch.Tensor:
+    """RGB uint8 frames -> (frames, 3, size, size) uint8, resized by the processor `RESIZE_CHUNK` frames at a time
+    (frames of one chunk may differ in size)."""
+    chunks, pending = [], []
+
+    def flush() -> None:
+        if len({frame.shape for frame in pending}) == 1:
+            chunks.append(processor.resize(torch.from_numpy(np.stack(pending))))
+        else:
+            chunks.extend(processor.resize(torch.from_numpy(frame[None])) for frame in pending)
+        pending.clear()
+
+    for frame in frames:
+        pending.append(frame)
+        if len(pending) == RESIZE_CHUNK:
+            flush()
+    if pending:
+        flush()
+    return torch.cat(chunks) if chunks else torch.empty(0, 3, processor.size, processor.size, dtype=torch.uint8)
 
 
-def _read_video(path: Path) -> list[Image.Image]:
-    try:
-        with av.open(str(path)) as container:
-            return [frame.to_image() for frame in container.decode(video=0)]
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot decode video {path}: {error}") from None
-
-
-def _synthetic(spec: str, size: int) -> list[torch.Tensor]:
+def _synthetic(spec: str, processor: LapaDinov3Processor) -> list[torch.Tensor]:
     """`synthetic:COUNT[:SEED]` -> COUNT generated clips."""
     parts = spec[len(SYNTHETIC_PREFIX) :].split(":")
     try:
         count, seed = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
     except (ValueError, IndexError):
-        raise ValueError(f"expected synthetic:COUNT[:SEED], got {spec!r}") from None
-    return [_resize([Image.fromarray(f) for f in clip.frames], size) for clip in make_clips(count, seed=seed, size=size)]
+        raise LaryError(f"expected synthetic:COUNT[:SEED], got {spec!r}") from None
+    return [_resize(clip.frames, processor) for clip in make_clips(count, seed=seed, size=processor.size)]
 
 
-def _saved_dataset(path: Path, size: int) -> list[torch.Tensor]:
+def _saved_dataset(path: Path, processor: LapaDinov3Processor) -> list[torch.Tensor]:
     """A `datasets.save_to_disk` folder whose `frames` column holds each clip's images."""
     import datasets
 
@@ -62,58 +71,58 @@ def _saved_dataset(path: Path, size: int) -> list[torch.Tensor]:
     clips = []
     for split in splits:
         if "frames" not in split.column_names:
-            raise ValueError(f"{path}: a training dataset needs a `frames` column (a list of images per clip)")
-        clips += [_resize(row["frames"], size) for row in tqdm(split, desc=f"load {path.name}", unit="clip")]
+            raise LaryError(f"{path}: a training dataset needs a `frames` column (a list of images per clip)")
+        rows = tqdm(split, desc=f"load {path.name}", unit="clip")
+        clips += [_resize((read_image(image) for image in row["frames"]), processor) for row in rows]
     return clips
 
 
-def _dataset_config(spec: str, size: int) -> list[torch.Tensor]:
+def _dataset_config(spec: str, processor: LapaDinov3Processor) -> list[torch.Tensor]:
     """`dataset:PATH_OR_ID:CONFIG[:SPLIT]` (split `train` by default) -> one clip per row: its `frames`, or its
     `source_image` and `target_image` as a 2-frame clip."""
     parts = spec[len(DATASET_PREFIX) :].split(":")
     if len(parts) not in (2, 3) or not all(parts):
-        raise ValueError(f"expected dataset:PATH_OR_ID:CONFIG[:SPLIT] (no ':' inside the path), got {spec!r}")
+        raise LaryError(f"expected dataset:PATH_OR_ID:CONFIG[:SPLIT] (no ':' inside the path), got {spec!r}")
     path, config, split = parts[0], parts[1], parts[2] if len(parts) == 3 else "train"
     dataset = load_lary_split(path, config, split)
     if set(PAIR_COLUMNS) <= set(dataset.column_names):
         rows = tqdm(dataset.select_columns(PAIR_COLUMNS), desc=f"load {config}/{split}", unit="pair")
-        return [_resize([row[name] for name in PAIR_COLUMNS], size) for row in rows]
+        return [_resize((read_image(row[name]) for name in PAIR_COLUMNS), processor) for row in rows]
     if "frames" in dataset.column_names:
         rows = tqdm(dataset.select_columns(["frames"]), desc=f"load {config}/{split}", unit="clip")
-        return [_resize(row["frames"], size) for row in rows]
-    raise ValueError(
+        return [_resize((read_image(image) for image in row["frames"]), processor) for row in rows]
+    raise LaryError(
         f"--data {spec}: config {config!r}, split {split!r} has neither a `frames` column (clips) nor "
         f"`source_image`/`target_image` (pairs); its columns: {dataset.column_names}"
     )
 
 
-def load_clips(sources: list[str], size: int) -> list[torch.Tensor]:
-    """Clips as (frames, 3, size, size) uint8 tensors from each source: a video file, a folder of images (one
-    clip, in name order), a folder of videos or clip folders, a saved `datasets` folder,
+def load_clips(sources: list[str], processor: LapaDinov3Processor) -> list[torch.Tensor]:
+    """Clips as (frames, 3, size, size) uint8 tensors (resized by `processor`) from each source: a video file, a
+    folder of images (one clip, in natural order), a folder of videos or clip folders, a saved `datasets` folder,
     dataset:PATH_OR_ID:CONFIG[:SPLIT] or synthetic:COUNT[:SEED]."""
     clips: list[torch.Tensor] = []
     for source in sources:
         if source.startswith(SYNTHETIC_PREFIX):
-            clips += _synthetic(source, size)
+            clips += _synthetic(source, processor)
             continue
         if source.startswith(DATASET_PREFIX):
-            clips += _dataset_config(source, size)
+            clips += _dataset_config(source, processor)
             continue
         path = Path(source)
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            clips.append(_resize(_read_video(path), size))
+            clips.append(_resize((frame.rgb for frame in decode_video(path)), processor))
         elif path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-            clips += _saved_dataset(path, size)
+            clips += _saved_dataset(path, processor)
         elif path.is_dir():
-            entries = sorted(path.iterdir())
-            images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+            images = image_files(path)
             if images:
-                clips.append(_resize([Image.open(p) for p in images], size))
+                clips.append(_resize((read_image(image) for image in images), processor))
             else:
-                nested = [str(p) for p in entries if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES]
-                clips += load_clips(nested, size)
+                nested = [str(p) for p in sorted(path.iterdir()) if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES]
+                clips += load_clips(nested, processor)
         else:
-            raise ValueError(f"--data {source}: not a video file, a folder, dataset:... or synthetic:COUNT[:SEED]")
+            raise LaryError(f"--data {source}: not a video file ({', '.join(VIDEO_SUFFIXES)}), a folder, dataset:... or synthetic:COUNT[:SEED]")
     return [clip for clip in clips if len(clip) >= 2]
 
 
@@ -141,9 +150,9 @@ class StepBatchSampler(Sampler[list[Pair]]):
         num_processes: int = 1,
     ):
         if min(lengths) < 2:
-            raise ValueError("every clip needs at least two frames")
+            raise LaryError("every clip needs at least two frames")
         if stride_range[0] < 1 or stride_range[0] > stride_range[1]:
-            raise ValueError(f"--stride-range must be 1 <= a <= b; got {stride_range}")
+            raise LaryError(f"--stride-range must be 1 <= a <= b; got {stride_range}")
         self.lengths = np.asarray(lengths, dtype=np.float64)
         self.batch_size, self.num_steps, self.stride_range = batch_size, num_steps, stride_range
         self.seed, self.start_step = seed, start_step
@@ -160,11 +169,11 @@ class StepBatchSampler(Sampler[list[Pair]]):
 
 
 class FramePairs(Dataset):
-    """Frame pairs as `pixel_values` (2, 3, H, W) in [-1, 1], or cached `backbone_features` (2, h, w, D)."""
+    """Frame pairs as `pixel_values` (2, 3, H, W) in [-1, 1] (normalised by the processor), or cached
+    `backbone_features` (2, h, w, D)."""
 
-    def __init__(self, clips: list[torch.Tensor], features: list[torch.Tensor] | None = None):
-        self.clips = clips
-        self.features = features
+    def __init__(self, clips: list[torch.Tensor], processor: LapaDinov3Processor, features: list[torch.Tensor] | None = None):
+        self.clips, self.processor, self.features = clips, processor, features
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -174,4 +183,4 @@ class FramePairs(Dataset):
         frames = [start, start + stride]
         if self.features is not None:
             return {"backbone_features": self.features[clip][frames]}
-        return {"pixel_values": self.clips[clip][frames].float() / 127.5 - 1}
+        return {"pixel_values": self.processor.normalize(self.clips[clip][frames])}

@@ -11,24 +11,28 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from lary import LapaDinov3Model
+from lary import LapaDinov3Model, LapaDinov3Processor
 
 
 @torch.no_grad()
-def _clip_features(model: LapaDinov3Model, clip: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _clip_features(model: LapaDinov3Model, processor: LapaDinov3Processor, clip: torch.Tensor, batch_size: int) -> torch.Tensor:
     device = next(model.parameters()).device
-    chunks = [model.extract_features(chunk.to(device).float() / 127.5 - 1).float().cpu() for chunk in clip.split(batch_size)]
+    chunks = [model.extract_features(processor.normalize(chunk.to(device))).float().cpu() for chunk in clip.split(batch_size)]
     return torch.cat(chunks)
 
 
 def compute_features(
-    model: LapaDinov3Model, clips: list[torch.Tensor], accelerator: Accelerator | None = None, batch_size: int = 64
+    model: LapaDinov3Model,
+    processor: LapaDinov3Processor,
+    clips: list[torch.Tensor],
+    accelerator: Accelerator | None = None,
+    batch_size: int = 64,
 ) -> list[torch.Tensor]:
     """(frames, h, w, D) float32 CPU features of every clip's frames (uint8 (frames, 3, H, W)), in clip order."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     mine = range(rank, len(clips), world)
     show = accelerator is None or accelerator.is_local_main_process
-    parts = [(index, _clip_features(model, clips[index], batch_size)) for index in tqdm(mine, desc="cache features", disable=not show)]
+    parts = [(index, _clip_features(model, processor, clips[index], batch_size)) for index in tqdm(mine, desc="cache features", disable=not show)]
     if world > 1:
         parts = gather_object(parts)
     by_index = dict(parts)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from lary import LapaDinov3Model
+from lary import LapaDinov3Model, LapaDinov3Processor
 from lary.synthetic import DIRECTIONS, SyntheticClip
 
 
@@ -15,11 +14,11 @@ def latent_actions(model: LapaDinov3Model, clips: list[SyntheticClip], stride: i
     """Flattened continuous latent actions (pairs, code_seq_len * quant_dim), the pairs' direction labels, and
     their codebook indices (pairs, code_seq_len), for every (t, t + stride) pair of every clip."""
     model.eval()
+    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     features, labels, indices = [], [], []
     for start in range(0, len(clips), batch_size):
         batch = clips[start : start + batch_size]
-        pixels = torch.from_numpy(np.stack([clip.frames for clip in batch])).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
-        output = model(pixel_values_videos=pixels, stride=stride)
+        output = model(**processor(videos=[list(clip.frames) for clip in batch], stride=stride))
         features.append(output.continuous_latent_actions.flatten(2).flatten(0, 1))
         indices.append(output.action_indices.flatten(0, 1))
         pairs = output.action_indices.shape[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lary.training.trainer import TrainingArguments
+    from lary.configs.train import TrainConfig
 
 CURVES = (("loss", "feature MSE"), ("perplexity", "codebook perplexity"), ("codebook_usage", "codebook usage"))
 
@@ -37,7 +37,7 @@ def plot_curves(log_path: str | Path, png: str | Path) -> Path:
     return Path(png)
 
 
-def write_model_card(out: Path, args: TrainingArguments) -> Path:
+def write_model_card(out: Path, args: TrainConfig) -> Path:
     """README.md stating how the model was trained (replaces the released model's card that `export` copies)."""
     records = read_log(out / "log.jsonl")
     first, last = records[0], records[-1]

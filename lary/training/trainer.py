@@ -8,8 +8,8 @@ gradient norm clipped to 0.5, codebook entries used by less than 0.1 of a batch 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,38 +19,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
 
-from lary import LapaDinov3Config, LapaDinov3Model
+from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary.configs.parser import to_dict
+from lary.configs.train import TrainConfig
 from lary.convert import export
+from lary.errors import LaryError
+from lary.jsonfile import read_json_object
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
 from lary.training.report import plot_curves, write_model_card
-from lary.jsonfile import read_json_object
 
-
-@dataclass
-class TrainingArguments:
-    out: str
-    data: list[str]
-    backbone: str
-    config: str | None = None
-    image_size: int | None = None
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float = 0.5
-    stride_range: tuple[int, int] = (1, 1)
-    mixed_precision: str = "no"
-    cache_features: bool = False
-    save_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = False
-    cpu: bool = False
-    num_workers: int = 0
-    command: str = field(default="", repr=False)
+logger = logging.getLogger(__name__)
 
 
 def replacement_due(step: int) -> bool:
@@ -63,7 +42,7 @@ def build_model(backbone: str, config: str | None = None, image_size: int | None
     """A fresh LAQ on a DINOv3 backbone: a model id or folder (its weights), or a config JSON (random weights)."""
     laq = read_json_object(config, "model config") if config else {}
     if "backbone_config" in laq:
-        raise ValueError(f"{config}: the backbone comes from --backbone, not from the model config")
+        raise LaryError(f"{config}: the backbone comes from --backbone, not from the model config")
     pretrained = None
     if backbone.endswith(".json"):
         data = read_json_object(backbone, "backbone config")
@@ -108,12 +87,12 @@ def _save_checkpoint(accelerator: Accelerator, model: LapaDinov3Model, out: Path
 def _resume(accelerator: Accelerator, model: LapaDinov3Model, out: Path) -> int:
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
-        accelerator.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+        logger.warning("--resume: no checkpoint in %s; starting from step 0", out / "checkpoints")
         return 0
     accelerator.load_state(str(checkpoint / "state"))
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     model.quantizer.code_usage.copy_(torch.tensor(state["code_usage"]))
-    accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
+    logger.info("resumed from %s (step %d)", checkpoint, state["step"])
     return int(state["step"])
 
 
@@ -124,7 +103,7 @@ def _trim_log(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in lines))
 
 
-def train(args: TrainingArguments) -> Path:
+def train(args: TrainConfig) -> Path:
     """Train and write `args.out`: the final Hub-ready model, `checkpoints/`, `log.jsonl`, `training_curves.png`."""
     accelerator = Accelerator(
         cpu=args.cpu,
@@ -134,13 +113,13 @@ def train(args: TrainingArguments) -> Path:
     )
     out = Path(args.out)
     set_seed(args.seed)
-    model = build_model(args.backbone, args.config, args.image_size)
-    image_size = model.config.backbone_config.image_size
-    clips = load_clips(args.data, image_size)
+    model = build_model(args.backbone, args.model_config, args.image_size)
+    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
+    clips = load_clips(args.data, processor)
     if not clips:
-        raise ValueError(f"no clips of two or more frames in --data {' '.join(args.data)}")
+        raise LaryError(f"no clips of two or more frames in --data {' '.join(args.data)}")
     model.to(accelerator.device)
-    features = compute_features(model, clips, accelerator) if args.cache_features else None
+    features = compute_features(model, processor, clips, accelerator) if args.cache_features else None
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
@@ -157,17 +136,17 @@ def train(args: TrainingArguments) -> Path:
     )
     # its own generator: creating the iterator must not draw from the global RNG that NSVQ's noise uses
     loader = DataLoader(
-        FramePairs(clips, features), batch_sampler=sampler, num_workers=args.num_workers,
+        FramePairs(clips, processor, features), batch_sampler=sampler, num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
     log_path = out / "log.jsonl"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         _trim_log(log_path, start)
-        (out / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
-        accelerator.print(
-            f"{len(clips)} clips, {sum(len(c) for c in clips)} frames, {accelerator.num_processes} process(es), "
-            f"steps {start}->{args.steps}, features {'cached' if features is not None else 'computed per step'}"
+        (out / "training_args.json").write_text(json.dumps(to_dict(args), indent=2))
+        logger.info(
+            "%d clips, %d frames, %d process(es), steps %d->%d, features %s", len(clips), sum(len(c) for c in clips),
+            accelerator.num_processes, start, args.steps, "cached" if features is not None else "computed per step",
         )
 
     model.train()
@@ -208,7 +187,7 @@ def train(args: TrainingArguments) -> Path:
         export(unwrapped, out)
         write_model_card(out, args)
         plot_curves(log_path, out / "training_curves.png")
-        accelerator.print(f"saved the trained model to {out}")
+        logger.info("saved the trained model to %s", out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out

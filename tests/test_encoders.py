@@ -8,16 +8,21 @@ import pytest
 import torch
 from transformers import (
     AutoModel,
-    DINOv3ViTConfig,
     Dinov2Config,
     Dinov2WithRegistersConfig,
+    DINOv3ViTConfig,
     Siglip2ImageProcessorPil,
     Siglip2VisionConfig,
     SiglipVisionConfig,
     VJEPA2Config,
 )
 
-from lary.evaluation.encoder_features import encode_clip_pairs, encode_frame_pairs, encode_frames, frames_from_patches
+from lary.encoders import (
+    encode_clip_pairs,
+    encode_frame_pairs,
+    encode_frames,
+    frames_from_patches,
+)
 
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=8)
 

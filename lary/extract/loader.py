@@ -1,0 +1,179 @@
+"""Decoding and resizing for `lary extract`, in DataLoader worker processes while the model computes.
+
+Each worker takes whole shards (`WorkUnit`s): worker `w` of `W` the units `w, w + W, ...` of this process. It decodes a
+unit's samples in order, prepares their frames (`extractor.prepare`: the resize to model size on CPU, or nothing
+when the model resizes on the GPU) and yields `Batch`es of at most `batch_size` pairs, then a `UnitEnd` with the
+unit's unreadable samples. A batch belongs to one unit and its composition depends only on the unit and
+`batch_size`, so the rows written do not depend on the number of workers.
+
+Long samples are cut into windows of `batch_size` pairs; consecutive windows share `stride` frames, so every pair
+`(t, t + stride)` is computed once and every frame is decoded once. Memory is bounded by the windows in flight, not
+by the length of a video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lary.errors import LaryError
+from lary.extract.plan import Segment, WorkUnit
+from lary.extract.sources import Source
+
+
+class Preparer(Protocol):
+    """What an extractor does to frames in the workers (see `lary.extract.models`)."""
+
+    resize_on_device: bool  # `prepare` leaves frames at their size; the model's device resizes them
+
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """(frames, H, W, 3) uint8 -> the model's per-frame input (or the frames as a tensor, to resize on device)."""
+
+    def resize(self, frames: np.ndarray) -> torch.Tensor:
+        """(frames, H, W, 3) uint8 -> the model's per-frame input, always on the CPU."""
+
+
+@dataclass
+class Piece:
+    """Consecutive frames of one sample in a batch, and their pairs `(i, i + stride)` (row layout: the row's frames)."""
+
+    sample: int
+    frame_indices: np.ndarray  # the frames' indices in the sample
+    times: np.ndarray  # their times in seconds (NaN where unknown)
+    pixels: torch.Tensor  # prepared frames
+    resized: bool  # False: the frames at their own size, for the model's device to resize
+    stride: int
+    passthrough: dict[str, Any] = field(default_factory=dict)  # row layout: the row's pass-through values
+
+    @property
+    def pairs(self) -> int:
+        return len(self.frame_indices) - self.stride
+
+
+@dataclass
+class Batch:
+    unit: int  # position of the unit in this process's list
+    pieces: list[Piece]
+
+    @property
+    def pairs(self) -> int:
+        return sum(piece.pairs for piece in self.pieces)
+
+    def pin_memory(self) -> Batch:
+        for piece in self.pieces:
+            piece.pixels = piece.pixels.pin_memory()
+        return self
+
+
+@dataclass
+class UnitEnd:
+    unit: int
+    errors: list[dict[str, Any]]
+
+
+def _error(source: Source, segment: Segment, reason: str) -> dict[str, Any]:
+    return {"id": source.sample_id(segment.sample), **segment.to_json(), "reason": reason}
+
+
+class UnitStream(IterableDataset):
+    """This process's units as batches of prepared frames (see the module docstring)."""
+
+    def __init__(self, source: Source, units: list[WorkUnit], preparer: Preparer, batch_size: int, stride: int):
+        self.source, self.units, self.preparer = source, units, preparer
+        self.batch_size, self.stride = batch_size, stride
+
+    def __iter__(self) -> Iterator[Batch | UnitEnd]:
+        worker = get_worker_info()
+        positions = range(len(self.units)) if worker is None else range(worker.id, len(self.units), worker.num_workers)
+        for position in positions:
+            yield from self._unit(position)
+
+    def _unit(self, position: int) -> Iterator[Batch | UnitEnd]:
+        errors: list[dict[str, Any]] = []
+        pending: list[Piece] = []
+        pieces = self._row_pieces if self.source.layout == "row" else self._pair_pieces
+        for segment in self.units[position].segments:
+            for piece in pieces(segment, errors):
+                if pending and sum(p.pairs for p in pending) + piece.pairs > self.batch_size:
+                    yield Batch(position, pending)
+                    pending = []
+                pending.append(piece)
+        if pending:
+            yield Batch(position, pending)
+        yield UnitEnd(position, errors)
+
+    def _row_pieces(self, segment: Segment, errors: list[dict[str, Any]]) -> Iterator[Piece]:
+        """The row's frames as one piece: a pair (1 pair) or a clip (its pairs at `stride`)."""
+        try:
+            frames, passthrough = self.source.row(segment.sample)
+            stride = 1 if self.source.kind == "pair" else self.stride
+            if len(frames) <= stride:
+                raise LaryError(f"{len(frames)} frames; stride {stride} needs at least {stride + 1}")
+            if len({frame.shape for frame in frames}) == 1:
+                pixels, resized = self.preparer.prepare(np.stack(frames)), not self.preparer.resize_on_device
+            else:  # a row's frames in different sizes: each resized here
+                pixels, resized = torch.cat([self.preparer.resize(frame[None]) for frame in frames]), True
+        except LaryError as error:  # MediaError included
+            errors.append({"id": self.source.sample_id(segment.sample), "index": segment.sample, "reason": str(error)})
+            return
+        count = len(frames)
+        yield Piece(segment.sample, np.arange(count), np.full(count, np.nan), pixels, resized, stride, passthrough)
+
+    def _pair_pieces(self, segment: Segment, errors: list[dict[str, Any]]) -> Iterator[Piece]:
+        """Windows of at most `batch_size` pairs over the segment's frames `first .. first + count - 1 + stride`."""
+        stride, window = self.stride, self.batch_size + self.stride
+        stop = None if segment.count is None else segment.first + segment.count + stride
+        carried: list[tuple[int, float, torch.Tensor]] = []  # the last `stride` frames of the previous window
+        fresh: list[tuple[int, float, np.ndarray]] = []
+        seen = 0  # frames read from `first` on
+        try:
+            if segment.count is None:  # unreadable when planned: the same checks again, now reported
+                self.source.length(segment.sample)
+            for frame in self.source.frames(segment, stop):
+                if frame.index < segment.first:
+                    continue
+                fresh.append((frame.index, frame.time, frame.rgb))
+                seen += 1
+                if len(carried) + len(fresh) == window:
+                    piece, carried = self._piece(segment.sample, carried, fresh)
+                    fresh = []
+                    yield piece
+            if len(carried) + len(fresh) > stride:
+                yield self._piece(segment.sample, carried, fresh)[0]
+        except LaryError as error:  # MediaError included: the pairs not yet computed fail
+            done = max(0, seen - len(fresh) - stride)
+            errors.append(_error(self.source, self._rest(segment, done), str(error)))
+            return
+        expected = None if segment.count is None else segment.count + stride
+        if expected is not None and seen < expected:
+            done = max(0, seen - stride)
+            reason = f"ended after frame {segment.first + seen - 1}; the plan expected frames up to {stop - 1}"
+            errors.append(_error(self.source, self._rest(segment, done), reason))
+        elif expected is None and seen <= stride:
+            errors.append(_error(self.source, segment, f"{seen} frames; stride {stride} needs at least {stride + 1}"))
+
+    @staticmethod
+    def _rest(segment: Segment, done: int) -> Segment:
+        """What is left of `segment` after its first `done` pairs (seeking where the segment did)."""
+        count = None if segment.count is None else segment.count - done
+        return Segment(segment.sample, segment.first + done, count, segment.seek_frame, segment.seek_pts)
+
+    def _piece(self, sample: int, carried: list, fresh: list) -> tuple[Piece, list]:
+        """A piece from the carried (prepared) frames and the fresh (decoded) ones; returns it and the frames the next
+        window carries."""
+        prepared = self.preparer.prepare(np.stack([rgb for _, _, rgb in fresh]))
+        frames = carried + [(index, time, pixels) for (index, time, _), pixels in zip(fresh, prepared)]
+        piece = Piece(
+            sample,
+            np.asarray([index for index, _, _ in frames]),
+            np.asarray([time for _, time, _ in frames], dtype=np.float64),
+            torch.stack([pixels for _, _, pixels in frames]),
+            not self.preparer.resize_on_device,
+            self.stride,
+        )
+        return piece, frames[len(frames) - self.stride :]
