@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lary.configs.extract import ExtractConfig
 from lary.configs.parser import run_identity
 from lary.errors import LaryError, MediaError
-from lary.extract import plan, shards
+from lary.extract import plan, rows, shards
 from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream
 from lary.extract.models import (
@@ -39,12 +39,6 @@ logger = logging.getLogger(__name__)
 
 MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
-PAIR_COLUMNS = {  # per-pair columns of the pair layout, before the representation
-    "frame_index": pa.int64(),
-    "next_frame_index": pa.int64(),
-    "timestamp": pa.float64(),
-    "next_timestamp": pa.float64(),
-}
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
@@ -125,35 +119,8 @@ def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[lis
 
 def schema_of(source: Source, extractor: Extractor, labels: Labels | None) -> pa.Schema:
     if source.layout == "row":
-        fields = [("id", pa.string()), *extractor.columns(source.kind == "clip").items(), *source.passthrough_types.items()]
-    else:
-        label_types = labels.types if labels is not None else {}
-        fields = [("id", pa.string()), *PAIR_COLUMNS.items(), *extractor.columns(False).items(),
-                  *source.passthrough_types.items(), *label_types.items()]
-    return pa.schema(fields)
-
-
-def list_array(rows: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
-    """Per-row arrays with equal trailing shapes (the first axis may vary) -> a nested `list<...>` array."""
-    values = pa.array(np.concatenate([row.reshape(-1) for row in rows]), type=value_type)
-    for size in reversed(rows[0].shape[1:]):
-        values = pa.ListArray.from_arrays(pa.array(np.arange(0, len(values) + 1, size, dtype=np.int32)), values)
-    offsets = np.concatenate([[0], np.cumsum([row.shape[0] for row in rows])]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-
-def dense_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """A dense (rows, a, b, ...) array -> a nested `list<...>` array with one entry per row."""
-    nested = pa.array(values.reshape(-1), type=value_type)
-    for size in reversed(values.shape[1:]):
-        nested = pa.ListArray.from_arrays(pa.array(np.arange(0, len(nested) + 1, size, dtype=np.int32)), nested)
-    return nested
-
-
-def _innermost(data_type: pa.DataType) -> pa.DataType:
-    while pa.types.is_list(data_type):
-        data_type = data_type.value_type
-    return data_type
+        return pa.schema([("id", pa.string()), *extractor.columns(source.kind == "clip").items(), *source.passthrough_types.items()])
+    return rows.pair_schema(extractor.columns(False), {**source.passthrough_types, **(labels.types if labels else {})})
 
 
 def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Source, schema: pa.Schema,
@@ -162,14 +129,12 @@ def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Sour
     columns: dict[str, Any] = {}
     if source.layout == "row":
         columns["id"] = [source.sample_id(piece.sample) for piece in batch.pieces]
-        for name in outputs[0]:
-            rows = [out[name] if source.kind == "clip" else out[name][0] for out in outputs]
-            columns[name] = list_array([row[None] for row in rows], _innermost(schema.field(name).type)) \
-                if rows[0].ndim == 0 else list_array(rows, _innermost(schema.field(name).type))
-        for name in source.passthrough_types:
-            columns[name] = [piece.passthrough[name] for piece in batch.pieces]
-        return pa.Table.from_pydict(columns, schema=schema)
-    extra: dict[str, list] = {}
+        for piece in batch.pieces:
+            for name in source.passthrough_types:
+                columns.setdefault(name, []).append(piece.passthrough[name])
+        for name in outputs[0]:  # a pair row holds its one pair; a clip row all its pairs
+            columns[name] = [out[name] if source.kind == "clip" else out[name][0] for out in outputs]
+        return rows.table(columns, schema)
     for piece in batch.pieces:
         first, second = piece.frame_indices[: piece.pairs], piece.frame_indices[piece.stride :]
         sample_id = source.sample_id(piece.sample)
@@ -183,16 +148,10 @@ def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Sour
             **(labels.columns(sample_id, first, piece.stride) if labels is not None else {}),
         }
         for name, value in values.items():
-            extra.setdefault(name, []).extend(list(value))
-    for name, value in extra.items():
-        field_type = schema.field(name).type
-        if pa.types.is_list(field_type):  # per-pair arrays (action chunks, states)
-            columns[name] = list_array([np.asarray(row, np.float32) for row in value], _innermost(field_type))
-        else:
-            columns[name] = pa.array(value, field_type, from_pandas=True)
+            columns.setdefault(name, []).extend(value)
     for name in outputs[0]:
-        columns[name] = dense_array(np.concatenate([out[name] for out in outputs]), _innermost(schema.field(name).type))
-    return pa.Table.from_pydict(columns, schema=schema)
+        columns[name] = np.concatenate([out[name] for out in outputs])
+    return rows.table(columns, schema)
 
 
 class Writers:

@@ -27,6 +27,7 @@ from lary.encoders import (
 )
 from lary.errors import LaryError
 from lary.extract.loader import Piece
+from lary.extract.rows import latent_action_types, list_type
 from lary.frames import load_processor
 from lary.hub import check_model_name
 
@@ -38,12 +39,6 @@ LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach().cpu()
     return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
-
-
-def _list_type(value_type: pa.DataType, depth: int) -> pa.DataType:
-    for _ in range(depth):
-        value_type = pa.list_(value_type)
-    return value_type
 
 
 def load_model(name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False):
@@ -109,12 +104,7 @@ class LatentActionExtractor:
         self.resize_on_device = self.device.type == "cuda"
 
     def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
-        extra = int(per_row_pairs)
-        return {
-            "action_indices": _list_type(pa.int64(), 1 + extra),
-            "latent_actions": _list_type(pa.float32(), 2 + extra),
-            "continuous_latent_actions": _list_type(pa.float32(), 2 + extra),
-        }
+        return latent_action_types(per_row_pairs)
 
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         return self.processor.resize(torch.from_numpy(frames))
@@ -158,7 +148,7 @@ class EncoderFeatureExtractor:
         self.frame_size: tuple[int, int] | None = None
 
     def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
-        return {"features": _list_type(pa.float32(), 2 + int(per_row_pairs))}
+        return {"features": list_type(pa.float32(), 2 + int(per_row_pairs))}
 
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         return self.transform(frames)
