@@ -1,16 +1,20 @@
-"""LeRobot datasets (v3.0 and v2.1): reading episodes, frames by timestamp, pairs and targets, stats, Hub ids.
-Datasets are built by `lerobot_fixtures` in LeRobot's layout."""
+"""LeRobot datasets (v3.0 and v2.1): reading episodes, frames by timestamp, pairs and targets, stats, Hub ids,
+and the export of latent actions as per-frame features. Datasets are built by `lerobot_fixtures` in LeRobot's
+layout."""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import av
 import huggingface_hub
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import shared_path
@@ -24,7 +28,15 @@ from lerobot_fixtures import (
 )
 
 from lary.errors import LaryError
-from lary.lerobot import frame_pairs, open_lerobot
+from lary.lerobot import (
+    INDICES,
+    VALID,
+    VECTORS,
+    LeRobotFolder,
+    export_latent_actions,
+    frame_pairs,
+    open_lerobot,
+)
 from lary.lerobot.stats import aggregate_stats, episode_stats
 
 VERSIONS = ("v3.0", "v2.1")
@@ -50,6 +62,14 @@ def decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
             for frame in container.decode(stream)
         ]
     return np.stack([frame for frame, _ in frames]), np.array([time for _, time in frames])
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
 
 
 # --- reading ---
@@ -318,3 +338,236 @@ def test_hub_failure_is_named(monkeypatch):
         LaryError, match=r"someone/missing: not a local folder, and no Hub dataset could be downloaded \(offline"
     ):
         open_lerobot("someone/missing")
+
+
+# --- export ---
+
+
+def latent_rows(lengths: dict[int, int], stride: int, seed: int = 0, codes: int = CODES) -> pa.Table:
+    """What `lary extract --lerobot` writes for these episodes: one row per pair (t, t + stride)."""
+    rng = np.random.default_rng(seed)
+    rows = {
+        name: []
+        for name in (
+            "episode_index",
+            "frame_index",
+            "next_frame_index",
+            "timestamp",
+            "action_indices",
+            "latent_actions",
+            "continuous_latent_actions",
+        )
+    }
+    for episode, length in lengths.items():
+        for t in range(max(0, length - stride)):
+            rows["episode_index"].append(episode)
+            rows["frame_index"].append(t)
+            rows["next_frame_index"].append(t + stride)
+            rows["timestamp"].append(t / FPS)
+            rows["action_indices"].append(((episode * 100 + t + np.arange(codes)) % 8).tolist())
+            rows["latent_actions"].append(rng.standard_normal((codes, WIDTH)).astype(np.float32).tolist())
+            rows["continuous_latent_actions"].append(rng.standard_normal((codes, 2)).astype(np.float32).tolist())
+    types = {
+        "action_indices": pa.list_(pa.int64()),
+        "latent_actions": pa.list_(pa.list_(pa.float32())),
+        "continuous_latent_actions": pa.list_(pa.list_(pa.float32())),
+    }
+    return pa.table({name: pa.array(values, type=types.get(name)) for name, values in rows.items()})
+
+
+def write_shards(table: pa.Table, folder: Path) -> Path:
+    """The rows shuffled over a shard and a retry shard, as a resumed extraction leaves them."""
+    folder.mkdir(parents=True)
+    order = np.random.default_rng(1).permutation(table.num_rows)
+    half = len(order) // 2
+    pq.write_table(table.take(order[:half]), folder / "shard-00000-of-00001.parquet")
+    pq.write_table(table.take(order[half:]), folder / "shard-00000-of-00001.retry-1.parquet")
+    return folder
+
+
+def exported_rows(root: Path) -> dict[int, pa.Table]:
+    data = pa.concat_tables([pq.read_table(path) for path in sorted(root.glob("data/*/*.parquet"))])
+    return {episode: data.filter(pa.compute.equal(data["episode_index"], episode)) for episode in range(len(LENGTHS))}
+
+
+def expected_stats(values: np.ndarray, version: str) -> dict[str, np.ndarray]:
+    """min/max/mean/std as LeRobot reduces a (frames, n, D) feature: v3.0 over all but the last axis, v2.1 over
+    frames."""
+    flat = values.reshape(-1, values.shape[-1]) if version == "v3.0" else values
+    return {"min": flat.min(0), "max": flat.max(0), "mean": flat.mean(0), "std": flat.std(0)}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("stride", [1, 3])
+def test_export_round_trip(synthetic, tmp_path, version, stride):
+    root = synthetic[version][0]
+    before = tree_digest(root)
+    lengths = dict(enumerate(LENGTHS))
+    latents = latent_rows(lengths, stride)
+    out = export_latent_actions(root, write_shards(latents, tmp_path / "latents"), tmp_path / "export")
+    assert tree_digest(root) == before, "the source dataset changed"
+    assert not (tmp_path / "export.incomplete").exists()
+
+    # every frame t: the latent action of its pair (t, t + stride), invalid fills on the last `stride` frames
+    by_pair = {
+        (e, t): (i, v)
+        for e, t, i, v in zip(
+            *(
+                latents.column(n).to_pylist()
+                for n in ("episode_index", "frame_index", "action_indices", "latent_actions")
+            )
+        )
+    }
+    rows = exported_rows(out)
+    for episode, length in lengths.items():
+        table = rows[episode]
+        indices, vectors = table[INDICES].to_pylist(), table[VECTORS].to_pylist()
+        assert table[VALID].to_pylist() == [t < length - stride for t in range(length)]
+        for t in range(length):
+            expected = by_pair.get((episode, t), ([-1] * CODES, [[0.0] * WIDTH] * CODES))
+            assert indices[t] == expected[0]
+            np.testing.assert_array_equal(vectors[t], expected[1])
+
+    # the export reads back as a dataset; its other columns, videos and metadata are the source's
+    dataset = open_lerobot(out, camera=CAMERAS[0])
+    source = LeRobotFolder(root, camera=CAMERAS[0])
+    for info, original in zip(dataset.episodes, source.episodes):
+        assert (info.length, info.from_timestamp, info.to_timestamp) == (
+            original.length,
+            original.from_timestamp,
+            original.to_timestamp,
+        )
+        for name, values in dataset.read_episode(info).columns.items():
+            np.testing.assert_array_equal(values, source.read_episode(original).columns[name])
+    for path in root.rglob("*.mp4"):
+        assert (out / path.relative_to(root)).samefile(path) or (
+            out / path.relative_to(root)
+        ).read_bytes() == path.read_bytes()
+    data_file = next(out.glob("data/*/*.parquet"))
+    hf = json.loads(pq.read_schema(data_file).metadata[b"huggingface"])["info"]["features"]
+    assert hf[INDICES]["_type"] == ("List" if version == "v3.0" else "Sequence") and hf[VECTORS]["_type"] == "Array2D"
+
+    info = json.loads((out / "meta/info.json").read_text())
+    original_info = json.loads((root / "meta/info.json").read_text())
+    assert info["features"] == original_info["features"] | {
+        INDICES: {"dtype": "int64", "shape": [CODES], "names": None},
+        VECTORS: {"dtype": "float32", "shape": [CODES, WIDTH], "names": None},
+        VALID: {"dtype": "bool", "shape": [1], "names": None},
+    }
+    assert {key: value for key, value in info.items() if key != "features"} == {
+        key: value for key, value in original_info.items() if key != "features"
+    }
+
+    # stats: indices and vectors over valid frames only, `valid` over all frames
+    all_indices = np.array(latents["action_indices"].to_pylist())
+    all_vectors = np.array(latents["latent_actions"].to_pylist())
+    stats = json.loads((out / "meta/stats.json").read_text())
+    assert {k: v for k, v in stats.items() if not k.startswith("latent_action")} == json.loads(
+        (root / "meta/stats.json").read_text()
+    )
+    for name, values in ((INDICES, all_indices), (VECTORS, all_vectors)):
+        assert stats[name]["count"] == [len(values)]
+        for stat in ("min", "max", "mean", "std"):
+            np.testing.assert_allclose(stats[name][stat], expected_stats(values, version)[stat], rtol=1e-6, atol=1e-9)
+    assert stats[VALID]["count"] == [sum(LENGTHS)]
+    np.testing.assert_allclose(stats[VALID]["mean"], [len(latents) / sum(LENGTHS)])
+    if version == "v3.0":
+        episodes = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet")
+        original = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet")
+        assert episodes.select(original.column_names).equals(original)
+        # quantiles merged as LeRobot does: bounds of the episodes' own
+        np.testing.assert_allclose(stats[VECTORS]["q01"], np.min(episodes[f"stats/{VECTORS}/q01"].to_pylist(), axis=0))
+        np.testing.assert_allclose(stats[VECTORS]["q99"], np.max(episodes[f"stats/{VECTORS}/q99"].to_pylist(), axis=0))
+        saved = {
+            name.split("/")[-1]: episodes[name].to_pylist()
+            for name in episodes.column_names
+            if name.startswith(f"stats/{INDICES}/")
+        }
+    else:
+        lines = [json.loads(line) for line in (out / "meta/episodes_stats.jsonl").read_text().splitlines()]
+        originals = [json.loads(line) for line in (root / "meta/episodes_stats.jsonl").read_text().splitlines()]
+        assert [{k: v for k, v in line["stats"].items() if not k.startswith("latent_action")} for line in lines] == [
+            line["stats"] for line in originals
+        ]
+        saved = {stat: [line["stats"][INDICES][stat] for line in lines] for stat in ("min", "max", "mean", "count")}
+    mask = latents["episode_index"].to_numpy()
+    for episode, length in lengths.items():
+        np.testing.assert_allclose(saved["mean"][episode], all_indices[mask == episode].mean(0))
+        assert saved["count"][episode] == [length - stride]
+
+
+def test_export_keeps_episodes_without_latents_invalid(synthetic, tmp_path, caplog):
+    """An episode absent from the input (not extracted, or failed) stays in the copy, every frame invalid."""
+    root = synthetic["v3.0"][0]
+    latents = latent_rows({0: 12, 2: 15, 3: 7}, stride=1)
+    with caplog.at_level(logging.WARNING, logger="lary.lerobot.export"):
+        out = export_latent_actions(root, latents, tmp_path / "export", with_vectors=False)
+    assert "episodes without latent actions (all frames invalid): [1]" in caplog.text
+    rows = exported_rows(out)
+    assert rows[1][VALID].to_pylist() == [False] * 9 and rows[1][INDICES].to_pylist() == [[-1] * CODES] * 9
+    assert rows[2][VALID].to_pylist() == [True] * 14 + [False]
+    assert (
+        VECTORS not in rows[0].column_names
+        and VECTORS not in json.loads((out / "meta/info.json").read_text())["features"]
+    )
+    episodes = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet")
+    assert episodes[f"stats/{INDICES}/mean"].to_pylist()[1] is None
+    assert episodes[f"stats/{VALID}/mean"].to_pylist()[1] == [0.0]
+
+
+def test_export_of_one_code_per_pair(synthetic, tmp_path):
+    """Shape (1,) is a scalar column for LeRobot (as `datasets.Value`), not a list of one."""
+    out = export_latent_actions(
+        synthetic["v3.0"][0], latent_rows(dict(enumerate(LENGTHS)), 1, codes=1), tmp_path / "out"
+    )
+    data = pq.read_table(next(out.glob("data/*/*.parquet")))
+    assert data.schema.field(INDICES).type == pa.int64() and data[INDICES].to_pylist()[:2] == [0, 1]
+    assert json.loads((out / "meta/info.json").read_text())["features"][INDICES]["shape"] == [1]
+    assert json.loads(data.schema.metadata[b"huggingface"])["info"]["features"][INDICES] == {
+        "dtype": "int64",
+        "_type": "Value",
+    }
+
+
+def test_export_errors_name_what_is_wrong(synthetic, tmp_path):
+    root = synthetic["v2.1"][0]
+    lengths = dict(enumerate(LENGTHS))
+    latents = latent_rows(lengths, stride=2)
+
+    episode, frame = latents["episode_index"].to_numpy(), latents["frame_index"].to_numpy()
+    partial = latents.filter(pa.array(~((episode == 2) & (frame == 5))))
+    with pytest.raises(LaryError, match=r"the latent-action table: episode 2 lacks the pairs of frames \[5\]"):
+        export_latent_actions(root, partial, tmp_path / "export")
+    with pytest.raises(LaryError, match="episode 1, frame 2 has two rows"):
+        export_latent_actions(root, pa.concat_tables([latents, latents.slice(12, 1)]), tmp_path / "export")
+    mixed = pa.concat_tables([latents.filter(pa.array(episode != 0)), latent_rows({0: 12}, stride=1)])
+    with pytest.raises(LaryError, match=r"must share one K >= 1; found K = \[1, 2\]"):
+        export_latent_actions(root, mixed, tmp_path / "export")
+    with pytest.raises(LaryError, match="episode 7 is not in the dataset"):
+        export_latent_actions(root, pa.concat_tables([latents, latent_rows({7: 5}, stride=2)]), tmp_path / "export")
+    with pytest.raises(LaryError, match="has no column 'next_frame_index'"):
+        export_latent_actions(root, latents.drop_columns(["next_frame_index"]), tmp_path / "export")
+    with pytest.raises(LaryError, match=r"no latent-action Parquet file \(\*.parquet\)"):
+        export_latent_actions(root, tmp_path, tmp_path / "export")
+    assert not (tmp_path / "export").exists() and not (tmp_path / "export.incomplete").exists()
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(LaryError, match="taken exists"):
+        export_latent_actions(root, latents, tmp_path / "taken")
+    with pytest.raises(LaryError, match="is inside the dataset"):
+        export_latent_actions(root, latents, root / "export")
+    out = export_latent_actions(root, latents, tmp_path / "export")
+    with pytest.raises(LaryError, match="already has a feature 'latent_action.indices'"):
+        export_latent_actions(out, latents, tmp_path / "again")
+
+
+def test_a_failed_export_leaves_no_dataset(synthetic, tmp_path, monkeypatch):
+    root = synthetic["v3.0"][0]
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lary.lerobot.export._write_episode_stats", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_latent_actions(root, latent_rows(dict(enumerate(LENGTHS)), stride=1), tmp_path / "export")
+    assert not (tmp_path / "export").exists() and not (tmp_path / "export.incomplete").exists()
