@@ -66,7 +66,8 @@ def episode_stats(values: np.ndarray, version: str) -> dict[str, np.ndarray]:
 def aggregate_stats(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One feature's stats over several episodes, as LeRobot merges them: min of mins, max of maxes, the
     count-weighted mean, the pooled std, summed counts; quantiles (v3.0) as bounds, the lowest of the episodes'
-    for q <= 50 and the highest above."""
+    for q <= 50 and the highest above (lerobot's main branch; releases up to 0.4.x took their count-weighted mean,
+    which is no quantile of the whole either)."""
     counts = np.array([s["count"][0] for s in stats], dtype=np.float64)
     means = np.stack([s["mean"] for s in stats])
     weights = counts.reshape(-1, *([1] * (means.ndim - 1))) / counts.sum()
