@@ -28,6 +28,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "extract": Command("lary.configs.extract:ExtractConfig", "lary.extract.command:extract",
                        "Latent actions (or encoder features) of datasets, videos, image folders or LeRobot episodes, sharded and resumable."),
+    "export": Command("lary.configs.export:ExportConfig", "lary.lerobot.command:export",
+                      "Write `lary extract --lerobot` latent actions into a copy of the LeRobot dataset, as per-frame features."),
     "evaluate": Command("lary.configs.evaluate:EvaluateConfig", "lary.evaluation.evaluate:evaluate",
                         "Train a LARY classification or regression probe on `lary extract` outputs."),
     "leaderboard": Command("lary.configs.evaluate:LeaderboardConfig", "lary.evaluation.leaderboard:leaderboard",

@@ -33,7 +33,13 @@ from lary.extract.models import (
     load_model,
     model_revision,
 )
-from lary.extract.sources import DatasetSource, ImageFolderSource, Source, VideoSource
+from lary.extract.sources import (
+    DatasetSource,
+    ImageFolderSource,
+    LeRobotSource,
+    Source,
+    VideoSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +66,6 @@ def make_source(config: ExtractConfig) -> Source:
         return VideoSource(config.videos, config.limit)
     if config.images:
         return ImageFolderSource(config.images, config.limit)
-    from lary.extract.lerobot_source import LeRobotSource
-
     return LeRobotSource(config.lerobot, config.revision, config.camera, config.episodes, config.limit)
 
 
