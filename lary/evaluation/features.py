@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from lary.errors import LaryError
+from lary.extract.shards import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +151,6 @@ class ExtractedSplit:
             self.path, self.manifest, pick(self.ids), self.feature_name, RowView(self.features, rows), pick(self.labels),
             pick(self.actions), pick(self.robot_types), pick(self.groups),
         )
-
-
-def read_manifest(outdir: str | Path) -> dict:
-    path = Path(outdir) / "manifest.json"
-    if not path.is_file():
-        raise LaryError(f"{path} not found: pass a folder written by `lary extract`")
-    return json.loads(path.read_text())
 
 
 def _shards(outdir: Path) -> list[Path]:

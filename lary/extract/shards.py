@@ -138,5 +138,13 @@ def write_errors(outdir: Path, errors: list[dict[str, Any]]) -> None:
         path.unlink()
 
 
+def read_manifest(outdir: str | Path) -> dict[str, Any]:
+    """The `manifest.json` of a `lary extract` output folder."""
+    path = Path(outdir) / MANIFEST_FILE
+    if not path.is_file():
+        raise LaryError(f"{path} not found: pass a folder written by `lary extract`")
+    return json.loads(path.read_text())
+
+
 def write_manifest(outdir: Path, manifest: dict[str, Any]) -> None:
     write_atomic(outdir / MANIFEST_FILE, json.dumps(manifest, indent=1))

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from lary.configs.export import ExportConfig
-from lary.evaluation.features import read_manifest
+from lary.extract.shards import read_manifest
 from lary.lerobot import INDICES, VALID, VECTORS, export_latent_actions, open_lerobot
 
 logger = logging.getLogger(__name__)
