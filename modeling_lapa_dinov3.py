@@ -28,6 +28,10 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
 
+# Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
+# it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
+from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
+
 VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
 
 
@@ -584,5 +588,8 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
             **per_pair,
         )
 
+
+# Every save writes `auto_map` and the code files, also when the class came from `lary` rather than remote code.
+LapaDinov3Model.register_for_auto_class("AutoModel")
 
 __all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel"]

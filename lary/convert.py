@@ -91,12 +91,11 @@ def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Process
             "type": "image",
         }
     }
-    model.config.register_for_auto_class()
-    model.register_for_auto_class("AutoModel")
+    # the model's and config's classes are registered for the Auto classes where they are defined, so their save
+    # writes `auto_map` and the three code files (the pipeline's processing file is a relative import of the model's)
     processor.register_for_auto_class("AutoProcessor")
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    # the pipeline lives in the processing file, which the processor's save has copied beside the model's code
     (out / "README.md").write_text(MODEL_CARD.read_text())
     return out
 

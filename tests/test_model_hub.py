@@ -13,7 +13,8 @@ import torch
 from conftest import shared_path
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from lary import LapaDinov3Model, LapaDinov3Processor
+from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from test_model_behaviour import TINY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,6 +121,64 @@ def test_pipeline_serves_pairs_clips_and_batches(converted):
     assert len(batch) == 2
     assert (batch[0]["action_indices"] == single["action_indices"]).all()
     assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
+
+
+SAVE_LOADED = """
+import sys
+from transformers import AutoModel
+converted, out = sys.argv[1:]
+remote = AutoModel.from_pretrained(converted, trust_remote_code=True)
+assert type(remote).__module__.startswith("transformers_modules"), type(remote).__module__
+remote.save_pretrained(out + "/remote")
+import lary  # registers the classes: the model now loads from lary_hub, without remote code
+local = AutoModel.from_pretrained(converted)
+assert type(local).__module__ == "lary_hub.modeling_lapa_dinov3", type(local).__module__
+local.save_pretrained(out + "/lary")
+"""
+
+PIPELINE_ON_SAVED = """
+import sys
+from safetensors.torch import load_file
+from transformers import pipeline
+cases = load_file(sys.argv[1])
+f0, f1 = cases["frames"][0].numpy()
+for saved in sys.argv[2:]:
+    latent = pipeline(model=saved, trust_remote_code=True)
+    assert (latent([f0, f1])["action_indices"][0] == cases["indices"][0].numpy()).all(), saved
+assert "lary" not in sys.modules
+print("ok")
+"""
+
+
+def test_a_loaded_model_saves_a_folder_that_loads_again(converted, tmp_path):
+    """save -> load -> save keeps the code files, whether the model came from remote code or from `lary`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", SAVE_LOADED, str(converted), str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = [tmp_path / "remote", tmp_path / "lary"]
+    for folder in saved:
+        names = {p.name for p in folder.iterdir()}
+        assert {"configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"} <= names
+        config = json.loads((folder / "config.json").read_text())
+        assert config["auto_map"] == {"AutoConfig": "configuration_lapa_dinov3.LapaDinov3Config",
+                                      "AutoModel": "modeling_lapa_dinov3.LapaDinov3Model"}
+        assert "latent-action-extraction" in config["custom_pipelines"]
+    # a fresh process with an empty module cache, as on another machine
+    env["HF_HOME"] = str(tmp_path / "hf_home_pipeline")
+    cases = shared_path("golden", "lapa_dinov3_tiny", "cases.safetensors")
+    result = subprocess.run([sys.executable, "-c", PIPELINE_ON_SAVED, str(cases), *map(str, saved)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_fresh_model_saves_loadable_code(tmp_path):
+    LapaDinov3Model(LapaDinov3Config(**TINY)).save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.glob("*.py")} == {
+        "configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"}
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModel"] == \
+        "modeling_lapa_dinov3.LapaDinov3Model"
 
 
 def test_embedded_example_ships_the_current_hub_code():
