@@ -9,13 +9,11 @@ import torch
 from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
 from transformers.initialization import no_init_weights
 
-import lary_hub.configuration_lapa_dinov3 as hub_configuration
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.checkpoint import REFERENCE_LAQ_DEFAULTS, convert_state_dict, load_reference_state_dict
 from lary.jsonfile import read_json_object
+from lary.model_card import known_base_model, render_model_card
 
-# The Hub card ships beside the three Hub files (the repository root, installed as `lary_hub`).
-MODEL_CARD = Path(hub_configuration.__file__).with_name("model_card.md")
 PIPELINE_TASK = "latent-action-extraction"
 
 
@@ -80,8 +78,15 @@ def convert_checkpoint(
     return model.eval()
 
 
-def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Processor | None = None) -> Path:
-    """Write a Hub-ready folder: config with auto_map and custom pipeline, safetensors, code files, card."""
+def export(
+    model: LapaDinov3Model,
+    out: str | Path,
+    processor: LapaDinov3Processor | None = None,
+    provenance: str = "Saved by the `lary` package.",
+    base_model: str | None = None,
+) -> Path:
+    """Write a Hub-ready folder: config with auto_map and custom pipeline, safetensors, code files, and a card with
+    the model's sizes, `provenance` (where its weights come from) and `base_model` (the DINOv3 weights' Hub id)."""
     out = Path(out)
     processor = processor or LapaDinov3Processor(size=model.config.backbone_config.image_size)
     model.config.custom_pipelines = {
@@ -96,7 +101,7 @@ def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Process
     processor.register_for_auto_class("AutoProcessor")
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "README.md").write_text(MODEL_CARD.read_text())
+    (out / "README.md").write_text(render_model_card(model.config, str(out), provenance, base_model))
     return out
 
 
@@ -113,7 +118,11 @@ def main(args: argparse.Namespace) -> int:
     laq = read_json_object(args.laq_config, "LAQ config") if args.laq_config else {}
     backbone_config = _backbone_config(args.backbone_config, args.backbone)
     model = convert_checkpoint(args.checkpoint, laq, backbone_config, backbone=args.backbone)
-    out = export(model, args.out)
+    provenance = (
+        f"Converted from the LARYBench checkpoint `{Path(args.checkpoint).name}` by `lary convert`: its outputs match "
+        "the LARYBench reference implementation (codes exactly, vectors within 1e-4 in float32)."
+    )
+    out = export(model, args.out, provenance=provenance, base_model=known_base_model(model.config, args.backbone))
     parameters = sum(p.numel() for p in model.parameters())
     print(f"converted {args.checkpoint} ({parameters / 1e6:.1f}M parameters) -> {out}")
     return 0

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shared_path
+from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoProcessor, pipeline
 
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary.model_card import known_base_model, render_model_card
 from test_model_behaviour import TINY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +181,37 @@ def test_a_fresh_model_saves_loadable_code(tmp_path):
         "configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"}
     assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModel"] == \
         "modeling_lapa_dinov3.LapaDinov3Model"
+
+
+def _card(text: str) -> tuple[dict, str]:
+    """A card's metadata, and its text with whitespace runs as single spaces."""
+    card = ModelCard(text)
+    return card.data.to_dict(), " ".join(card.text.split())
+
+
+def test_the_card_of_a_converted_model_states_its_own_sizes(converted):
+    metadata, text = _card((converted / "README.md").read_text())
+    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert metadata["datasets"] == ["meituan-longcat/LARYBench"]
+    assert "base_model" not in metadata  # a random tiny backbone is no DINOv3 release
+    assert "DINOv3-architecture ViT with 16-pixel patches (2 layers, width 64, 4 heads, 4 register tokens)" in text
+    assert "an NSVQ codebook of 8 entries of dimension 8) turns the pair into 16 action codes and their 64-d" in text
+    assert "Converted from the LARYBench checkpoint `laq_dinov3.pt` by `lary convert`" in text
+    assert "(1, 16, 64) action vectors" in text and "(batch, 14, 14, 64)" in text
+    assert "5 x (batch, 2, 196, 64)" in text  # hidden_states: input, 2 spatial and 2 temporal layers
+    assert "ViT-L" not in text and "1024" not in text and "$" not in text
+    assert f'from_pretrained("{converted}", trust_remote_code=True)' in text
+
+
+def test_the_card_of_the_released_configuration():
+    config = LapaDinov3Config()
+    card = render_model_card(config, "AGI-Eval/LAPA-DINOv3", "Converted.", known_base_model(config))
+    metadata, text = _card(card)
+    assert metadata["base_model"] == "facebook/dinov3-vitl16-pretrain-lvd1689m"
+    assert "A frozen DINOv3 ViT-L/16 (24 layers, width 1024, 16 heads, 4 register tokens) encodes both 224x224" in text
+    assert "(1, 16) codes in [0, 8)" in text and "(1, 16, 1024) action vectors" in text and "(1, 16, 32)" in text
+    assert known_base_model(config, backbone="facebook/dinov3-vitb16-pretrain-lvd1689m") == \
+        "facebook/dinov3-vitb16-pretrain-lvd1689m"
 
 
 def test_embedded_example_ships_the_current_hub_code():
