@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride-range", type=_stride_range, default=(1, 1), help="a,b: frame stride drawn per sample")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
     parser.add_argument("--cache-features", action="store_true", help="compute the frozen backbone's features once")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute the quantizer's activations in the backward pass: less memory, more time")
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

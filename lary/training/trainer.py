@@ -44,6 +44,7 @@ class TrainingArguments:
     stride_range: tuple[int, int] = (1, 1)
     mixed_precision: str = "no"
     cache_features: bool = False
+    gradient_checkpointing: bool = False
     save_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -135,6 +136,9 @@ def train(args: TrainingArguments) -> Path:
     out = Path(args.out)
     set_seed(args.seed)
     model = build_model(args.backbone, args.config, args.image_size)
+    if args.gradient_checkpointing:
+        # the quantizer's layers recompute their activations in the backward pass (the frozen backbone keeps none)
+        model.activation_checkpointing_enable()
     image_size = model.config.backbone_config.image_size
     clips = load_clips(args.data, image_size)
     if not clips:
