@@ -154,8 +154,9 @@ def eager_attention_forward(
 
 
 class LapaDinov3Attention(nn.Module):
-    """Cosine-similarity attention (l2-normalised q/k, learned per-dim scales), self or cross; any
-    `ALL_ATTENTION_FUNCTIONS` backend that takes an additive float mask (eager, SDPA)."""
+    """Cosine-similarity attention as the reference's: l2-normalised q/k with learned per-dim scales, logits scaled by
+    `attention_scale`, the position bias added as the mask; cross-attention puts learned null keys/values first.
+    Runs on any `ALL_ATTENTION_FUNCTIONS` backend that takes an additive float mask (eager, SDPA)."""
 
     def __init__(self, config: LapaDinov3Config, is_cross_attention: bool = False):
         super().__init__()
