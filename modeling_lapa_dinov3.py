@@ -74,6 +74,9 @@ class LapaDinov3Output(ModelOutput):
         backbone hidden_size)` (frames: 2 for pairs, the clip length for clips). Absent for `backbone_features` inputs.
     backbone_attentions (`tuple(torch.FloatTensor)`, *optional*):
         DINOv3's attention weights, `(batch, frames, backbone heads, tokens, tokens)` per layer.
+
+    The encoder's records (and, for clips, all records) are reshaped views of what the layers computed, so autograd
+    does not reach them (`retain_grad` gives no gradient); hook the layers for gradients.
     """
 
     loss: torch.FloatTensor | None = None
