@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lary_hub.configuration_lapa_dinov3 as hub_configuration
 import torch
 from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
 from transformers.initialization import no_init_weights
@@ -19,11 +18,10 @@ from lary.checkpoint import (
 from lary.configs.model import ConvertConfig
 from lary.errors import LaryError
 from lary.jsonfile import read_json_object
+from lary.model_card import known_base_model, render_model_card
 
 logger = logging.getLogger(__name__)
 
-# The Hub card ships beside the three Hub files (the repository root, installed as `lary_hub`).
-MODEL_CARD = Path(hub_configuration.__file__).with_name("model_card.md")
 PIPELINE_TASK = "latent-action-extraction"
 
 
@@ -88,8 +86,15 @@ def convert_checkpoint(
     return model.eval()
 
 
-def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Processor | None = None) -> Path:
-    """Write a Hub-ready folder: config with auto_map and custom pipeline, safetensors, code files, card."""
+def export(
+    model: LapaDinov3Model,
+    out: str | Path,
+    processor: LapaDinov3Processor | None = None,
+    provenance: str = "Saved by the `lary` package.",
+    base_model: str | None = None,
+) -> Path:
+    """Write a Hub-ready folder: config with auto_map and custom pipeline, safetensors, code files, and a card with
+    the model's sizes, `provenance` (where its weights come from) and `base_model` (the DINOv3 weights' Hub id)."""
     out = Path(out)
     processor = processor or LapaDinov3Processor(size=model.config.backbone_config.image_size)
     model.config.custom_pipelines = {
@@ -99,13 +104,12 @@ def export(model: LapaDinov3Model, out: str | Path, processor: LapaDinov3Process
             "type": "image",
         }
     }
-    model.config.register_for_auto_class()
-    model.register_for_auto_class("AutoModel")
+    # the model's and config's classes are registered for the Auto classes where they are defined, so their save
+    # writes `auto_map` and the three code files (the pipeline's processing file is a relative import of the model's)
     processor.register_for_auto_class("AutoProcessor")
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    # the pipeline lives in the processing file, which the processor's save has copied beside the model's code
-    (out / "README.md").write_text(MODEL_CARD.read_text())
+    (out / "README.md").write_text(render_model_card(model.config, str(out), provenance, base_model))
     return out
 
 
@@ -114,7 +118,11 @@ def convert(config: ConvertConfig) -> Path:
     laq = read_json_object(config.laq_config, "LAQ config") if config.laq_config else {}
     backbone_config = _backbone_config(config.backbone_config, config.backbone)
     model = convert_checkpoint(config.checkpoint, laq, backbone_config, backbone=config.backbone)
-    out = export(model, config.out)
+    provenance = (
+        f"Converted from the LARYBench checkpoint `{Path(config.checkpoint).name}` by `lary convert`: its outputs match "
+        "the LARYBench reference implementation (codes exactly, vectors within 1e-4 in float32)."
+    )
+    out = export(model, config.out, provenance=provenance, base_model=known_base_model(model.config, config.backbone))
     parameters = sum(p.numel() for p in model.parameters())
     logger.info("converted %s (%.1fM parameters) -> %s", config.checkpoint, parameters / 1e6, out)
     return out

@@ -114,6 +114,9 @@ def train(args: TrainConfig) -> Path:
     out = Path(args.out)
     set_seed(args.seed)
     model = build_model(args.backbone, args.model_config, args.image_size)
+    if args.gradient_checkpointing:
+        # the quantizer's layers recompute their activations in the backward pass (the frozen backbone keeps none)
+        model.activation_checkpointing_enable()
     processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     clips = load_clips(args.data, processor)
     if not clips:
