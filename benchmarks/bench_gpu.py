@@ -186,7 +186,7 @@ def parity(device: torch.device, results: dict) -> None:
         return
     from safetensors.torch import load_file
 
-    from lary.convert import convert_checkpoint
+    from lary.checkpoint import convert_checkpoint
 
     backbone = json.loads((GOLDEN / "backbone_config.json").read_text())
     backbone.pop("transformers_version", None)

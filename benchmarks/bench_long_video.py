@@ -36,7 +36,7 @@ GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "lapa_dinov
 def save_model(folder: Path) -> str:
     """The golden checkpoint converted (weights of the reference), or a random model of its shape."""
     if (GOLDEN / "laq_dinov3.pt").is_file():
-        from lary.convert import convert_checkpoint
+        from lary.checkpoint import convert_checkpoint
 
         backbone = json.loads((GOLDEN / "backbone_config.json").read_text())
         backbone.pop("transformers_version", None)

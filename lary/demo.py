@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lary_hub
 import numpy as np
 import torch
 from transformers import AutoModel
@@ -17,16 +16,8 @@ from transformers import AutoModel
 from lary.configs.model import DemoConfig
 from lary.errors import LaryError
 from lary.frames import load_processor, probe_video, read_video
+from lary.hub import default_model
 from lary.synthetic import DIRECTIONS, make_clip
-
-# `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
-EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-dinov3"
-
-
-def default_model() -> Path:
-    if not (EMBEDDED_MODEL / "config.json").exists():
-        raise LaryError(f"the embedded model is missing from {EMBEDDED_MODEL}: reinstall lary, or pass --model ID_OR_DIR")
-    return EMBEDDED_MODEL
 
 
 def spread_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:

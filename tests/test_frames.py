@@ -13,7 +13,7 @@ from conftest import shared_path
 from transformers import DINOv3ViTConfig
 
 from lary import LapaDinov3Processor
-from lary.convert import convert_checkpoint
+from lary.checkpoint import convert_checkpoint
 from lary.errors import MediaError
 from lary.frames import decode_video, load_processor, probe_video, read_video
 from lary.synthetic import make_clip, write_video

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel, DINOv3ViTConfig
 
 from lary import LapaDinov3Config, LapaDinov3Model
-from lary.convert import convert_checkpoint
-from lary.demo import EMBEDDED_MODEL
+from lary.checkpoint import convert_checkpoint
+from lary.hub import EMBEDDED_MODEL
 from lary.synthetic import make_clips
 
 # spatial and temporal depths differ, so that the encoder's records show which transformer each came from

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoModel
 
-from lary.demo import EMBEDDED_MODEL
+from lary.hub import EMBEDDED_MODEL
 from lary.synthetic import make_clips
 from lary.training.probe import codebook_usage, latent_actions, linear_probe_accuracy
 

@@ -22,8 +22,8 @@ from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.configs.parser import to_dict
 from lary.configs.train import TrainConfig
-from lary.convert import export
 from lary.errors import LaryError
+from lary.hub import export
 from lary.jsonfile import read_json_object
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
