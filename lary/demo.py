@@ -78,7 +78,7 @@ def save_timeline(
 def demo(args: DemoConfig) -> int:
     """`lary demo`: print the codes of each pair and save `demo_timeline.png`."""
     model_path = str(args.model or default_model())
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).eval()
+    model = AutoModel.from_pretrained(model_path).eval()  # the installed classes (registered by `import lary`)
     processor = load_processor(model_path, model.config.backbone_config.image_size)
     if args.video:
         frames, numbers = spread_frames(args.video, args.frames)

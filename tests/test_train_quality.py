@@ -10,7 +10,7 @@ from lary.training.probe import codebook_usage, latent_actions, linear_probe_acc
 
 @pytest.fixture(scope="module")
 def model():
-    return AutoModel.from_pretrained(str(EMBEDDED_MODEL), trust_remote_code=True)
+    return AutoModel.from_pretrained(str(EMBEDDED_MODEL))
 
 
 def test_a_linear_probe_reads_the_motion_direction_from_the_latent_actions(model):
