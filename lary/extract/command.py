@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -96,17 +97,17 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
 
 
 def make_plan(outdir: Path, source: Source, config: ExtractConfig, num_processes: int, labels: Labels | None) -> None:
-    """The first run's plan (`plan.json`): the shard size, and for the pair layout the shards' segments."""
+    """The first run's plan (`plan.json`): the shard size (by default the rows split over the processes, at most
+    `MAX_AUTO_SHARD_SIZE`, so that every process gets work), and for the pair layout the shards' segments."""
     if source.layout == "row":
-        rows = len(source)
-        shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
-        plan.save(outdir, [], {"layout": "row", "shard_size": shard_size, "samples": rows})
-        return
-    counts, frame_pts = _plan_pairs(source, config.stride, labels)
-    rows = sum(count or 1 for count in counts)
-    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
-    units = plan.pair_units(counts, shard_size, frame_pts)
-    plan.save(outdir, units, {"layout": "pair", "shard_size": shard_size, "samples": len(source)})
+        counts, frame_pts = [], []
+        total = len(source)
+    else:
+        counts, frame_pts = _plan_pairs(source, config.stride, labels)
+        total = sum(count or 1 for count in counts)
+    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-total // num_processes)))
+    units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
+    plan.save(outdir, units, {"layout": source.layout, "shard_size": shard_size, "samples": len(source)})
 
 
 def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[list[plan.Segment]]:
@@ -244,16 +245,21 @@ def extract(config: ExtractConfig) -> int:
     # 3. The plan: the first run cuts the work into shards and records its arguments; a rerun must repeat them and
     #    does what is left (missing shards, and what failed in the others).
     record = {"arguments": run_identity(config), "layout": source.layout}
+    problem: list[str | None] = [None]  # the main process plans; what it finds wrong ends every process
     if state.is_main_process:
-        outdir.mkdir(parents=True, exist_ok=True)
-        if shards.read_run(outdir) is not None:
-            shards.check_run(outdir, record)
-        if plan.load(outdir) is None:
-            make_plan(outdir, source, config, state.num_processes, labels)
-        shards.record_run(outdir, record)
-        shards.remove_temporary_files(outdir)
-    state.wait_for_everyone()
-    shards.check_run(outdir, record)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            if shards.read_run(outdir) is not None:
+                shards.check_run(outdir, record)
+            if plan.load(outdir) is None:
+                make_plan(outdir, source, config, state.num_processes, labels)
+            shards.record_run(outdir, record)
+            shards.remove_temporary_files(outdir)
+        except LaryError as error:
+            problem[0] = str(error)
+    broadcast_object_list(problem)
+    if problem[0] is not None:
+        raise LaryError(problem[0])
     all_units = load_plan(outdir, config, len(source))
     todo = plan.remaining(outdir, all_units)
     state.wait_for_everyone()  # every process has planned before any writes
