@@ -39,8 +39,11 @@ def videos(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("videos")
     (folder / "not_a_video.mp4").write_text("a text file with a video's name\n")
     (folder / "huge.mp4").write_bytes(os.urandom(2 * LIMITS.max_file_mb * 2**20))
+    clip = write_video(make_clip(0, num_frames=30, size=128, seed=1).frames, folder / "clip.mp4")
+    (folder / "truncated.mp4").write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])  # its index (moov) is lost
     return {
-        "clip": write_video(make_clip(0, num_frames=30, size=128, seed=1).frames, folder / "clip.mp4"),
+        "clip": clip,
+        "truncated": folder / "truncated.mp4",
         "one_frame": write_video(make_clip(0, num_frames=1, size=64).frames, folder / "one_frame.mp4"),
         "big_frames": write_video(make_clip(0, num_frames=3, size=192).frames, folder / "big_frames.mkv"),
         "not_a_video": folder / "not_a_video.mp4",
@@ -90,6 +93,7 @@ def test_extract_what_if_and_downloads_through_the_client(app, videos):
 
 BAD_INPUT = [  # (video, (stride, first frame, last frame), the message's words)
     ("not_a_video", (1, 0, 0), "not_a_video.mp4: unreadable video"),
+    ("truncated", (1, 0, 0), "truncated.mp4: unreadable video"),
     ("one_frame", (1, 0, 0), "one_frame.mp4 has 1 frame(s); latent actions need at least two"),
     ("big_frames", (1, 0, 0), "big_frames.mkv is 192x192 (36,864 pixels a frame); this page takes frames up to 25,600"),
     ("clip", (1, 0, 29), "frames 0 to 29 are 30 frames; this page reads at most 24 per request"),

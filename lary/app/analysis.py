@@ -33,7 +33,8 @@ from lary.frames import decode_video, load_processor, probe_video
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]  # (fraction done, what is being done)
-FRAMES_PER_STEP = 16  # frames resized, and run through the backbone, at once: bounds memory, moves the progress bar
+FRAMES_PER_STEP = 16  # frames run through the backbone at once: bounds memory, moves the progress bar
+RESIZE_PIXELS = 2**23  # decoded pixels resized at once (one 4K frame, four 1080p ones): the resize works in float32
 PAIRS_PER_STEP = 64
 THUMBNAIL_SIDE = 256  # longest side of the frames kept for display
 
@@ -83,7 +84,6 @@ class Analysis:
 class WhatIf:
     """The decoder's prediction of a pair's next-frame features for chosen codes, beside the real features."""
 
-    pair: int
     codes: list[int]
     frames: tuple[int, int]  # video frame numbers: first, next
     first_image: np.ndarray  # thumbnails
@@ -186,7 +186,7 @@ def read_clip(
             thumbnails.append(thumbnail(frame.rgb))
             indices.append(frame.index)
             times.append(frame.time)
-            if len(pending) == FRAMES_PER_STEP:
+            if len(pending) * info.width * info.height >= RESIZE_PIXELS or len(pending) == FRAMES_PER_STEP:
                 resize_pending()
             progress(len(indices) / count, f"decoding frame {frame.index}")
     except MediaError as error:
@@ -317,7 +317,7 @@ class Analyzer:
             return float((a.float() - real.float()).pow(2).mean())
 
         return WhatIf(
-            pair=pair, codes=list(codes), frames=analysis.frame_numbers(pair),
+            codes=list(codes), frames=analysis.frame_numbers(pair),
             first_image=analysis.clip.thumbnails[first], next_image=analysis.clip.thumbnails[second],
             real=real.float().cpu().numpy(), predicted=predicted.float().cpu().numpy(),
             mse=mse(predicted), own_codes_mse=mse(own), copy_mse=mse(features[0]),
