@@ -127,14 +127,18 @@ def make_clips(count: int, seed: int = 0, **kwargs) -> list[SyntheticClip]:
     return [make_clip(i % len(DIRECTIONS), seed=rng, **kwargs) for i in range(count)]
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: int = 8) -> Path:
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: int = 8, pix_fmt: str | None = None) -> Path:
     """Write RGB uint8 frames ((frames, H, W, 3), or any iterable of (H, W, 3), streamed) as a lossless FFV1 .mkv or
-    an H.264 .mp4 (by suffix)."""
+    an H.264 .mp4 (by suffix).
+
+    `pix_fmt`: the stored pixel format; by default full-resolution colour (`bgr0`, `yuv444p`). Browsers play H.264
+    only as `yuv420p` (half-resolution colour, even width and height).
+    """
     path = Path(path)
     codec = "ffv1" if path.suffix == ".mkv" else "libx264"
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv444p"
+        stream.pix_fmt = pix_fmt or ("bgr0" if codec == "ffv1" else "yuv444p")
         for index, frame in enumerate(frames):
             if index == 0:
                 stream.height, stream.width = frame.shape[:2]

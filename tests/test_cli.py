@@ -30,7 +30,7 @@ def test_traceback_on_request(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr and "LaryError" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["convert", "extract", "evaluate", "export", "leaderboard", "train", "demo", "prepare", "publish"])
+@pytest.mark.parametrize("command", ["convert", "extract", "evaluate", "export", "leaderboard", "train", "demo", "app", "prepare", "publish"])
 def test_every_command_has_help(command):
     result = _lary(command, "--help")
     assert result.returncode == 0 and f"usage: lary {command}" in result.stdout
