@@ -183,8 +183,8 @@ def test_defaults_share_the_cores_and_give_every_process_work(tmp_path, monkeypa
     config = ExtractConfig(model="m", videos=[str(tmp_path / "*.mp4")], out=tmp_path / "out")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     cpu, gpu = SimpleNamespace(num_processes=2, device=torch.device("cpu")), SimpleNamespace(num_processes=2, device=torch.device("cuda"))
-    assert resources(config, cpu) == (4, 8)  # (decoding workers, torch threads) per process: 8 cores each
-    assert resources(config, gpu) == (7, 8)  # a GPU leaves the cores to decoding
+    assert resources(config, cpu) == (4, 4)  # (decoding workers, torch threads) per process: 8 cores each
+    assert resources(config, gpu) == (7, 1)  # a GPU leaves the cores to decoding
     for index in range(3):
         write_clip(tmp_path / f"{index}.mp4", num_frames=8)  # 7 pairs each
     config.out.mkdir()

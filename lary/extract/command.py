@@ -49,15 +49,16 @@ MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at mos
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
-    """(decoding workers, torch threads) per process: the cores this process may use, shared between the model and the
-    workers (a GPU leaves the cores to decoding)."""
+    """(decoding workers, torch threads) per process: the cores of the machine split over its processes, and each
+    process's share split between its workers and its torch threads (more busy threads than cores makes torch's
+    threads wait on each other). A GPU leaves most of the cores to decoding."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = max(1, cores // state.num_processes)
     on_gpu = state.device.type == "cuda"
     workers = config.num_workers
     if workers is None:
-        workers = min(8, per_process - 1) if on_gpu else min(4, max(1, per_process // 2))
-    return workers, config.threads or per_process
+        workers = min(8, per_process - 1) if on_gpu else min(4, per_process // 2)
+    return workers, config.threads or max(1, per_process - workers)
 
 
 def make_source(config: ExtractConfig) -> Source:
