@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
+PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
@@ -204,7 +205,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     stream = UnitStream(source, units, extractor, config.batch_size, config.stride)
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, collate_fn=lambda item: item,
-        pin_memory=state.device.type == "cuda", prefetch_factor=2 if workers else None,
+        pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
     )
     writers = Writers(config.out, units, schema)
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
