@@ -102,20 +102,36 @@ def test_regression_mse_near_1_on_random_features(accelerator):
     assert 0.8 < result.mse < 1.3
 
 
+def two_robots(rng, rows: int, w3: np.ndarray, w5: np.ndarray):
+    """`rows` rows of each of two robots with dof 3 and 5; the second's actions shifted and scaled."""
+    x3, y3 = linear_targets(rng, rows, w3, dof=3)
+    x5, y5 = linear_targets(rng, rows, w5, dof=5)
+    # per-robot z-scoring must remove the shift and scale
+    return torch.cat([x3, x5]), y3 + [action * 10 + 100 for action in y5], ["r3"] * rows + ["r5"] * rows
+
+
 def test_regression_pads_robot_types_with_different_dof(accelerator):
     rng = np.random.default_rng(3)
-    w3, w5 = rng.normal(size=(32, 6)).astype(np.float32), rng.normal(size=(32, 10)).astype(np.float32)
-    x3, y3 = linear_targets(rng, 64, w3, dof=3)
-    x5, y5 = linear_targets(rng, 64, w5, dof=5)
-    # Shift one robot's actions: per-robot z-scoring must remove it.
-    y5 = [action * 10 + 100 for action in y5]
-    features, actions, robots = torch.cat([x3, x5]), y3 + y5, ["r3"] * 64 + ["r5"] * 64
-    config = RegressionConfig(hidden_dim=32, epochs=2, batch_size=32)
-    result = train_regression(features, actions, features, actions, config, accelerator, robots, robots)
+    # One probe serves both robots and cannot tell their rows apart, so their first 3 dof follow the same map.
+    w5 = rng.normal(size=(32, 2, 5)).astype(np.float32)
+    w3, w5 = w5[..., :3].reshape(32, 6), w5.reshape(32, 10)
+    (x, actions, robots), (vx, val_actions, val_robots) = two_robots(rng, 512, w3, w5), two_robots(rng, 64, w3, w5)
+    config = RegressionConfig(hidden_dim=64, epochs=20, batch_size=32, lr=1e-3)
+    result = train_regression(x, actions, vx, val_actions, config, accelerator, robots, val_robots)
     assert set(result.per_robot_mse) == {"r3", "r5"}
     assert len(result.per_dimension_mse) == 5
-    assert np.allclose(result.normalization["r5"]["mean"], np.concatenate(y5).mean(0), rtol=1e-4)
-    assert all(value < 10 for value in result.per_robot_mse.values())
+    r5 = np.concatenate(actions[512:])
+    assert np.allclose(result.normalization["r5"]["mean"], r5.mean(0), rtol=1e-4)
+    # On rows it never trained on: predicting each robot's train mean scores about 1.0, a probe that learned the
+    # linear map well below it.
+    assert all(value < 0.3 for value in result.per_robot_mse.values()), result.per_robot_mse
+    # r5's dof 3-4 as well (0.36 when r3's zero padding is trained on as targets: the probe cannot tell the rows apart)
+    assert max(result.per_dimension_mse) < 0.2, result.per_dimension_mse
+    # The same probe fit to shuffled targets learns nothing that transfers: the bound tells the two apart.
+    order = rng.permutation(len(actions))
+    shuffled = train_regression(x, [actions[i] for i in order], vx, val_actions, config, accelerator,
+                                [robots[i] for i in order], val_robots)
+    assert all(value > 0.8 for value in shuffled.per_robot_mse.values()), shuffled.per_robot_mse
 
 
 def stored(tmp_path, name: str, features: np.ndarray, column: str = "latent_actions"):
