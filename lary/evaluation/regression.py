@@ -16,7 +16,9 @@ from lary.errors import LaryError
 
 from .training import (
     Rows,
+    RowSubset,
     epoch_batches,
+    held_out_split,
     local_rows,
     predict,
     read_ahead,
@@ -38,6 +40,8 @@ class RegressionConfig:
     warmup_fraction: float = 0.1
     huber_delta: float = 1.0
     seed: int = 0
+    selection: str = "validation"  # the epoch is chosen on the validation split (LARYBench), or "held-out"
+    held_out_fraction: float = 0.1  # with "held-out": the share of train rows set aside to choose the epoch on
 
 
 class ResidualBlock(nn.Module):
@@ -127,6 +131,7 @@ class RegressionResult:
     history: list[dict] = field(default_factory=list)
     normalization: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
 
 
 def masked_mse(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
@@ -144,12 +149,24 @@ def train_regression(
     val_robot_types: list[str] | None = None,
 ) -> RegressionResult:
     """Train one MLPResNet on z-scored targets (padded to the largest dof when robot types differ, padding masked out
-    of loss and metrics); report the validation MSE of the best epoch. Each step reads only its process's rows."""
+    of loss and metrics); report the validation MSE at the chosen epoch. Each step reads only its process's rows.
+
+    The epoch is the one with the lowest MSE on the validation rows (`config.selection` "validation", as LARYBench),
+    or on `config.held_out_fraction` of the train rows, which it then does not train on ("held-out": the reported MSE
+    was not tuned on). The normalization statistics come from all train rows either way, so both report in the same
+    units."""
     normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
     stride = train_actions[0].shape[0]
     dof = max(action.shape[1] for action in train_actions + val_actions)
     train_targets, train_mask = pad_targets(normalizer.normalize(train_actions, train_robot_types), stride, dof)
     val_targets, val_mask = pad_targets(normalizer.normalize(val_actions, val_robot_types), stride, dof)
+    held_out = None
+    if config.selection == "held-out":
+        fit, held = held_out_split(len(train_features), config.held_out_fraction, config.seed)
+        held_out = (RowSubset(train_features, held), train_targets[held], train_mask[held])
+        train_features, train_targets, train_mask = RowSubset(train_features, fit), train_targets[fit], train_mask[fit]
+    elif config.selection != "validation":
+        raise LaryError(f"selection must be 'validation' or 'held-out', not {config.selection!r}")
 
     torch.manual_seed(config.seed)
     model = MLPResNet(math.prod(train_features.shape[1:]), stride * dof, config.hidden_dim, config.residual_blocks)
@@ -181,19 +198,31 @@ def train_regression(
         loss_sum, entries = reduce_sum([loss_sum, entries], accelerator)
         predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
         mse = masked_mse(predictions, val_targets, val_mask)
-        history.append({"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse})
-        if best is None or mse < best[0]:
-            best = (mse, epoch, predictions)
-    mse, best_epoch, predictions = best
+        entry = {"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse}
+        if held_out is not None:
+            held_features, held_targets, held_mask = held_out
+            held_predictions = predict(probe, held_features, config.batch_size, accelerator, (len(held_features), stride * dof))
+            entry["held_out_mse"] = masked_mse(held_predictions, held_targets, held_mask)
+        history.append(entry)
+        score = entry["held_out_mse" if held_out is not None else "validation_mse"]
+        if best is None or score < best[0]:
+            best = (score, epoch, predictions)
+    score, best_epoch, predictions = best
+    selection = {"on": config.selection, "epoch": best_epoch, "score": score}
+    if held_out is not None:
+        selection.update(
+            held_out_fraction=config.held_out_fraction, held_out_rows=len(held_out[0]), train_rows=len(train_features)
+        )
     squared = ((predictions - val_targets) ** 2 * val_mask).reshape(-1, stride, dof)
     counts = val_mask.reshape(-1, stride, dof).sum((0, 1)).clamp(min=1)
     groups = _group(val_actions, val_robot_types)
     return RegressionResult(
-        mse=mse,
+        mse=history[best_epoch - 1]["validation_mse"],
         best_epoch=best_epoch,
         per_dimension_mse=(squared.sum((0, 1)) / counts).tolist(),
         per_robot_mse={robot: masked_mse(predictions[rows], val_targets[rows], val_mask[rows]) for robot, rows in groups.items()},
         history=history,
         normalization=normalizer.to_json(),
         config=asdict(config),
+        selection=selection,
     )

@@ -1,5 +1,5 @@
 """What both probes share: batch order, sharding a global batch over processes, reading rows ahead, schedules,
-evaluation."""
+evaluation, and the held-out slice that `--selection held-out` chooses the head or epoch on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Protocol, TypeVar
 
 import torch
 from accelerate import Accelerator
+
+from lary.errors import LaryError
 
 Batch = TypeVar("Batch")
 
@@ -23,6 +25,36 @@ class Rows(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
+
+
+SELECTIONS = ("validation", "held-out")
+
+
+class RowSubset:
+    """Rows `index` of `rows`, renumbered from 0: a slice of a split that still reads only the rows it is asked for."""
+
+    def __init__(self, rows: Rows, index: torch.Tensor):
+        self.rows, self.index = rows, index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.rows.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.rows[self.index[rows]]
+
+
+def held_out_split(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row numbers to train on and to hold out (`fraction` of them, at least one each), drawn at random from `seed`;
+    both sorted, so reads keep the split's order."""
+    if num_rows < 2:
+        raise LaryError(f"a held-out slice needs at least 2 train rows; the train split has {num_rows}")
+    held = min(max(1, round(fraction * num_rows)), num_rows - 1)
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
+    return order[held:].sort().values, order[:held].sort().values
 
 
 def epoch_batches(
