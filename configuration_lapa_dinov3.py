@@ -133,4 +133,7 @@ class LapaDinov3Config(PreTrainedConfig):
         return height // patch_h, width // patch_w
 
 
+# Every save writes `auto_map` and this file, also when the class came from `lary` rather than remote code.
+LapaDinov3Config.register_for_auto_class()
+
 __all__ = ["LapaDinov3Config"]

@@ -7,8 +7,7 @@ latent actions; a cross-attention decoder predicts the second frame's DINOv3 fea
 features and the latent actions. Numerically identical to LARYBench's `LatentActionQuantizationDinov3Feature`.
 """
 
-from __future__ import annotations
-
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DINOv3ViTModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithCrossAttentions,
+    BaseModelOutputWithPooling,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
+
+# Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
+# it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
+from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
 
 VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
 
@@ -26,8 +38,8 @@ VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a to
 @dataclass
 class LapaDinov3Output(ModelOutput):
     r"""
-    Latent actions of frame pairs. For clips (`pixel_values_videos`), every tensor has an extra pair axis after
-    the batch axis: `(batch, pairs, ...)`.
+    Latent actions of frame pairs. For clips (`pixel_values_videos`), every tensor but `loss`, `perplexity` and the
+    backbone's has an extra pair axis after the batch axis: `(batch, pairs, ...)`.
 
     loss (`torch.FloatTensor`, *optional*):
         Feature MSE between the predicted and the true DINOv3 features of the second frame (training).
@@ -43,6 +55,28 @@ class LapaDinov3Output(ModelOutput):
         DINOv3 patch features of both frames.
     perplexity (`torch.FloatTensor`, *optional*):
         Perplexity of the codebook usage over the batch.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, with `output_hidden_states=True`):
+        The latent action encoder's tokens, each `(batch, 2, height * width, hidden_size)`: its input, then the output
+        of each spatial layer, then of each temporal layer (before each transformer's final norm).
+    attentions (`tuple(torch.FloatTensor)`, *optional*, with `output_attentions=True` and eager attention):
+        The encoder's attention weights: per spatial layer `(batch, 2, heads, height * width, height * width)`, then
+        per temporal layer `(batch, height * width, heads, 2, 2)`.
+    decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        When the decoder runs: its input (first-frame features) and each layer's output, `(batch, height * width,
+        hidden_size)` each.
+    decoder_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        The decoder's self-attention weights, `(batch, heads, height * width, height * width)` per layer.
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        The decoder's attention to the action tokens, `(batch, heads, height * width, num_null_kv + code_seq_len)`
+        per layer (the learned null keys first).
+    backbone_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        DINOv3's embeddings and each layer's output, `(batch, frames, 1 + num_register_tokens + height * width,
+        backbone hidden_size)` (frames: 2 for pairs, the clip length for clips). Absent for `backbone_features` inputs.
+    backbone_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        DINOv3's attention weights, `(batch, frames, backbone heads, tokens, tokens)` per layer.
+
+    The encoder's records (and, for clips, all records) are reshaped views of what the layers computed, so autograd
+    does not reach them (`retain_grad` gives no gradient); hook the layers for gradients.
     """
 
     loss: torch.FloatTensor | None = None
@@ -52,6 +86,13 @@ class LapaDinov3Output(ModelOutput):
     predicted_features: torch.FloatTensor | None = None
     backbone_features: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    backbone_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    backbone_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class LapaDinov3PositionBias(nn.Module):
@@ -97,15 +138,36 @@ class LapaDinov3PositionGenerator(nn.Module):
         return grid.permute(0, 2, 3, 4, 1).reshape(x.shape)
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention with an additive float mask (the LAQ's position bias), in the input dtype as the reference."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = attn_weights.softmax(dim=-1)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
 class LapaDinov3Attention(nn.Module):
-    """Cosine-similarity attention (l2-normalised q/k, learned per-dim scales), self or cross."""
+    """Cosine-similarity attention as the reference's: l2-normalised q/k with learned per-dim scales, logits scaled by
+    `attention_scale`, the position bias added as the mask; cross-attention puts learned null keys/values first.
+    Runs on any `ALL_ATTENTION_FUNCTIONS` backend that takes an additive float mask (eager, SDPA)."""
 
     def __init__(self, config: LapaDinov3Config, is_cross_attention: bool = False):
         super().__init__()
         dim, inner = config.hidden_size, config.dim_head * config.heads
         self.config = config
         self.heads = config.heads
-        self.scale = config.attention_scale
+        self.scaling = config.attention_scale  # the logit scale of the cosine similarities, not 1/sqrt(dim_head)
+        self.is_causal = False
         self.is_cross_attention = is_cross_attention
         self.norm = nn.LayerNorm(dim, bias=False)
         self.q_proj = nn.Linear(dim, inner, bias=False)
@@ -119,29 +181,33 @@ class LapaDinov3Attention(nn.Module):
             self.null_value = nn.Parameter(torch.randn(config.heads, config.num_null_kv, config.dim_head))
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Self-attention takes keys and values from the un-normalised input, as the reference does.
-        kv_input = self.context_norm(context) if self.is_cross_attention else x
-        q = self.q_proj(self.norm(x))
-        k, v = self.kv_proj(kv_input).chunk(2, dim=-1)
-        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        kv_input = self.context_norm(context) if self.is_cross_attention else hidden_states
+        query = self.q_proj(self.norm(hidden_states))
+        key, value = self.kv_proj(kv_input).chunk(2, dim=-1)
+        query, key, value = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (query, key, value))
         if self.is_cross_attention:
-            batch = x.shape[0]
-            k = torch.cat((self.null_key.expand(batch, -1, -1, -1), k), dim=-2)
-            v = torch.cat((self.null_value.expand(batch, -1, -1, -1), v), dim=-2)
-        q = F.normalize(q, dim=-1) * self.q_scale
-        k = F.normalize(k, dim=-1) * self.k_scale
-        if attn_bias is not None:
-            attn_bias = attn_bias.to(q.dtype)
-        if self.config._attn_implementation == "eager":
-            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-            if attn_bias is not None:
-                scores = scores + attn_bias
-            out = torch.matmul(scores.softmax(dim=-1), v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
-        return self.o_proj(out.transpose(1, 2).flatten(2))
+            batch = hidden_states.shape[0]
+            key = torch.cat((self.null_key.expand(batch, -1, -1, -1), key), dim=-2)
+            value = torch.cat((self.null_value.expand(batch, -1, -1, -1), value), dim=-2)
+        query = F.normalize(query, dim=-1) * self.q_scale
+        key = F.normalize(key, dim=-1) * self.k_scale
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(query.dtype)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, scaling=self.scaling, **kwargs
+        )
+        return self.o_proj(attn_output.flatten(2)), attn_weights
 
 
 class LapaDinov3FeedForward(nn.Module):
@@ -160,7 +226,7 @@ class LapaDinov3FeedForward(nn.Module):
         return self.proj_out(F.gelu(gate) * x)
 
 
-class LapaDinov3Block(nn.Module):
+class LapaDinov3Block(GradientCheckpointingLayer):
     """Position generator, self-attention, optional cross-attention and feed-forward, each residual."""
 
     def __init__(self, config: LapaDinov3Config, has_cross_attention: bool = False):
@@ -172,15 +238,19 @@ class LapaDinov3Block(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
-        video_shape: VideoShape,
+        hidden_states: torch.Tensor,
         attn_bias: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        *,
+        video_shape: VideoShape,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        x = self.position_generator(x, video_shape) + x
-        x = self.self_attention(x, attn_bias=attn_bias) + x
+        # The tensors that carry gradients (position bias, action tokens) are positional: reentrant checkpointing
+        # differentiates only through those, and the decoder's `hidden_states` are frozen features.
+        x = self.position_generator(hidden_states, video_shape) + hidden_states
+        x = self.self_attention(x, attention_mask=attn_bias, **kwargs)[0] + x
         if self.cross_attention is not None:
-            x = self.cross_attention(x, context=context) + x
+            x = self.cross_attention(x, context=context, **kwargs)[0] + x
         return self.feed_forward(x) + x
 
 
@@ -196,9 +266,10 @@ class LapaDinov3Transformer(nn.Module):
         video_shape: VideoShape,
         attn_bias: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, video_shape, attn_bias=attn_bias, context=context)
+            x = layer(x, attn_bias, context, video_shape=video_shape, **kwargs)
         return self.norm_out(x)
 
 
@@ -285,19 +356,33 @@ class LapaDinov3Quantizer(nn.Module):
         return int(unused.numel())
 
 
+def _unflatten(value: torch.Tensor | tuple | None, shape: tuple[int, ...]):
+    """Split the leading axis of a tensor, or of each tensor of a tuple, into `shape`."""
+    if isinstance(value, tuple):
+        return tuple(_unflatten(item, shape) for item in value)
+    return None if value is None else value.unflatten(0, shape)
+
+
 class LapaDinov3PreTrainedModel(PreTrainedModel):
     config_class = LapaDinov3Config
     base_model_prefix = "lapa_dinov3"
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
+    supports_gradient_checkpointing = True
     _no_split_modules = ["DINOv3ViTEmbeddings", "DINOv3ViTLayer", "LapaDinov3Block"]
     _supports_sdpa = True
+    _can_record_outputs = {
+        "hidden_states": LapaDinov3Block,
+        "attentions": OutputRecorder(LapaDinov3Attention, index=1, layer_name="self_attention"),
+        "cross_attentions": OutputRecorder(LapaDinov3Attention, index=1, layer_name="cross_attention"),
+    }
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LapaDinov3Quantizer):
             init.normal_(module.codebook, mean=0.0, std=1.0)
+            init.zeros_(module.code_usage)
         elif isinstance(module, LapaDinov3Attention):
             init.ones_(module.q_scale)
             init.ones_(module.k_scale)
@@ -321,16 +406,21 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         # frozen and in eval mode from the start: DINOv3 in training mode jitters its RoPE coordinates
         self.backbone.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> LapaDinov3Model:
+    def train(self, mode: bool = True) -> "LapaDinov3Model":
         # The backbone is frozen. `from_pretrained` swaps in fresh parameters and ends with `eval()`, so this is
         # where it is (re-)frozen; and DINOv3 would jitter its RoPE coordinates in training mode.
         super().train(mode)
         self.backbone.eval().requires_grad_(False)
         return self
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
     @torch.no_grad()
-    def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """DINOv3 patch features (frames, h, w, dim) of (frames, 3, H, W) pixels in [-1, 1]."""
+    def _backbone_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """DINOv3 patch features (frames, h, w, dim) of (frames, 3, H, W) pixels in [-1, 1], and DINOv3's output."""
         backbone_config = self.config.backbone_config
         grid = self.config.patch_grid
         if tuple(pixel_values.shape[-2:]) != (grid[0] * backbone_config.patch_size, grid[1] * backbone_config.patch_size):
@@ -338,30 +428,54 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
                 f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels; this model takes "
                 f"{backbone_config.image_size}x{backbone_config.image_size} frames (use the processor)"
             )
-        hidden = self.backbone(pixel_values=pixel_values).last_hidden_state
-        patches = hidden[:, 1 + backbone_config.num_register_tokens :]
-        return patches.reshape(pixel_values.shape[0], *grid, -1)
+        output = self.backbone(pixel_values=pixel_values, **kwargs)
+        patches = output.last_hidden_state[:, 1 + backbone_config.num_register_tokens :]
+        return patches.reshape(pixel_values.shape[0], *grid, -1), output
 
-    def encode(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spatial then temporal transformer over (b, 2, h, w, dim) features; returns both frames' (b, h*w, dim)."""
+    def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """DINOv3 patch features (frames, h, w, dim) of (frames, 3, H, W) pixels in [-1, 1]."""
+        return self._backbone_features(pixel_values)[0]
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def _run_encoder(self, features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
         b, t, h, w, d = features.shape
         video_shape = (b, t, h, w)
-        x = self.spatial_encoder(features.reshape(b * t, h * w, d), video_shape, attn_bias=self.position_bias(h, w))
+        x = self.spatial_encoder(features.reshape(b * t, h * w, d), video_shape, self.position_bias(h, w), **kwargs)
         x = x.reshape(b, t, h, w, d).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
-        x = self.temporal_encoder(x, video_shape)
+        x = self.temporal_encoder(x, video_shape, **kwargs)
         x = x.reshape(b, h, w, t, d).permute(0, 3, 1, 2, 4).reshape(b, t, h * w, d)
-        return x[:, 0], x[:, 1]
+        return BaseModelOutput(last_hidden_state=x)
 
-    def decode(self, first_features: torch.Tensor, latent_actions: torch.Tensor) -> torch.Tensor:
-        """Predicted second-frame features (b, h, w, dim) from first-frame features and action tokens."""
+    def encode(self, features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
+        """Spatial then temporal transformer over (b, 2, h, w, dim) features. `last_hidden_state` is both frames'
+        (b, 2, h*w, dim); hidden states and attentions are recorded on request, in `LapaDinov3Output`'s layouts."""
+        b, t, h, w, _ = features.shape
+        output = self._run_encoder(features, **kwargs)
+        spatial = self.config.spatial_depth
+        if output.hidden_states is not None:
+            # recorded as (b*t, h*w, d) by the spatial layers (and their input), (b*h*w, t, d) by the temporal ones
+            states = output.hidden_states
+            temporal = _unflatten(states[spatial + 1 :], (b, h * w))
+            output.hidden_states = _unflatten(states[: spatial + 1], (b, t)) + tuple(
+                None if x is None else x.transpose(1, 2) for x in temporal
+            )
+        if output.attentions is not None:
+            # (b*t, heads, h*w, h*w) per spatial layer, (b*h*w, heads, t, t) per temporal layer
+            attentions = output.attentions
+            output.attentions = _unflatten(attentions[:spatial], (b, t)) + _unflatten(attentions[spatial:], (b, h * w))
+        return output
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def decode(
+        self, first_features: torch.Tensor, latent_actions: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithCrossAttentions:
+        """Predicted second-frame features (b, h, w, dim) as `last_hidden_state`, from first-frame features and
+        action tokens; the decoder's hidden states and attentions are recorded on request."""
         b, h, w, d = first_features.shape
         x = self.decoder(
-            first_features.reshape(b, h * w, d),
-            (b, 1, h, w),
-            attn_bias=self.position_bias(h, w),
-            context=latent_actions,
+            first_features.reshape(b, h * w, d), (b, 1, h, w), self.position_bias(h, w), latent_actions, **kwargs
         )
-        return x.reshape(b, h, w, d)
+        return BaseModelOutputWithCrossAttentions(last_hidden_state=x.reshape(b, h, w, d))
 
     def latent_actions_from_indices(self, action_indices: torch.LongTensor) -> torch.Tensor:
         """Action tokens (b, n, dim) for given codebook indices (b, n)."""
@@ -381,8 +495,9 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         n = self.config.code_seq_len
         if action_indices.ndim != 2 or action_indices.shape[1] != n:
             raise ValueError(f"action_indices must have shape (batch, {n}); got {tuple(action_indices.shape)}")
-        return self.decode(first_features, self.latent_actions_from_indices(action_indices))
+        return self.decode(first_features, self.latent_actions_from_indices(action_indices)).last_hidden_state
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -392,6 +507,7 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         return_predicted_features: bool = False,
         output_backbone_features: bool = False,
         return_loss: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> LapaDinov3Output:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch, 2, 3, H, W)`):
@@ -408,49 +524,76 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
             Also return the DINOv3 features of both frames.
         return_loss (`bool`, *optional*):
             Compute the feature-MSE loss; defaults to `self.training`.
+        output_hidden_states, output_attentions (`bool`, *optional*):
+            Record the hidden states / attention weights of the backbone, the encoder and (when it runs) the decoder;
+            defaults to this model's config, which also decides for the backbone. Attention weights need
+            `attn_implementation="eager"`.
+        return_dict (`bool`, *optional*):
+            `False` returns `LapaDinov3Output.to_tuple()`: the fields that are not `None`, in order.
+
+        Returns:
+            [`LapaDinov3Output`], or a tuple with `return_dict=False`.
         """
         if sum(x is not None for x in (pixel_values, pixel_values_videos, backbone_features)) != 1:
             raise ValueError("pass exactly one of `pixel_values`, `pixel_values_videos` and `backbone_features`")
-        clip_shape = None
+        kwargs.setdefault("output_attentions", self.config.output_attentions)
+        kwargs.setdefault("output_hidden_states", self.config.output_hidden_states)
+        clip_shape = frames_shape = backbone = None
         if pixel_values_videos is not None:
-            batch, frames = pixel_values_videos.shape[:2]
+            frames_shape = tuple(pixel_values_videos.shape[:2])
+            batch, frames = frames_shape
             if not 1 <= stride < frames:
                 raise ValueError(f"stride must be in [1, {frames - 1}] for {frames}-frame clips; got {stride}")
-            features = self.extract_features(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
+            features, backbone = self._backbone_features(pixel_values_videos.flatten(0, 1), **kwargs)
+            features = features.unflatten(0, frames_shape)
             clip_shape = (batch, frames - stride)
             backbone_features = torch.stack((features[:, :-stride], features[:, stride:]), dim=2).flatten(0, 1)
         elif pixel_values is not None:
             if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
                 raise ValueError(f"pixel_values must be (batch, 2, 3, H, W) frame pairs; got {tuple(pixel_values.shape)}")
-            backbone_features = self.extract_features(pixel_values.flatten(0, 1)).unflatten(0, (-1, 2))
+            frames_shape = tuple(pixel_values.shape[:2])
+            features, backbone = self._backbone_features(pixel_values.flatten(0, 1), **kwargs)
+            backbone_features = features.unflatten(0, frames_shape)
 
         dtype = self.quantizer.project_in.weight.dtype
         backbone_features = backbone_features.to(dtype)
         grid = tuple(backbone_features.shape[2:4])
-        first, second = self.encode(backbone_features)
+        encoded = self.encode(backbone_features, **kwargs)
+        first, second = encoded.last_hidden_state.unbind(1)
         action_indices, latent_actions, continuous, perplexity = self.quantizer(first, second, grid)
 
         return_loss = self.training if return_loss is None else return_loss
-        predicted = loss = None
+        decoded = BaseModelOutputWithCrossAttentions()  # all None unless the decoder runs
+        loss = None
         if return_predicted_features or return_loss:
-            predicted = self.decode(backbone_features[:, 0], latent_actions)
+            decoded = self.decode(backbone_features[:, 0], latent_actions, **kwargs)
             if return_loss:
-                loss = F.mse_loss(predicted, backbone_features[:, 1])
+                loss = F.mse_loss(decoded.last_hidden_state, backbone_features[:, 1])
 
-        output = LapaDinov3Output(
-            loss=loss,
-            action_indices=action_indices,
-            latent_actions=latent_actions,
-            continuous_latent_actions=continuous,
-            predicted_features=predicted if return_predicted_features else None,
-            backbone_features=backbone_features if output_backbone_features else None,
-            perplexity=perplexity,
-        )
+        per_pair = {
+            "action_indices": action_indices,
+            "latent_actions": latent_actions,
+            "continuous_latent_actions": continuous,
+            "predicted_features": decoded.last_hidden_state if return_predicted_features else None,
+            "backbone_features": backbone_features if output_backbone_features else None,
+            "hidden_states": encoded.hidden_states,
+            "attentions": encoded.attentions,
+            "decoder_hidden_states": decoded.hidden_states,
+            "decoder_attentions": decoded.attentions,
+            "cross_attentions": decoded.cross_attentions,
+        }
         if clip_shape is not None:
-            for key in ("action_indices", "latent_actions", "continuous_latent_actions", "predicted_features", "backbone_features"):
-                if output.get(key) is not None:
-                    output[key] = output[key].unflatten(0, clip_shape)
-        return output
+            per_pair = {key: _unflatten(value, clip_shape) for key, value in per_pair.items()}
+        return LapaDinov3Output(
+            loss=loss,
+            perplexity=perplexity,
+            backbone_hidden_states=_unflatten(backbone.hidden_states, frames_shape) if backbone is not None else None,
+            backbone_attentions=_unflatten(backbone.attentions, frames_shape) if backbone is not None else None,
+            **per_pair,
+        )
 
+
+# Every save writes `auto_map` and the code files, also when the class came from `lary` rather than remote code.
+LapaDinov3Model.register_for_auto_class("AutoModel")
 
 __all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel"]

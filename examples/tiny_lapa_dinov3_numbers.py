@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # the embedded model, as `lary demo` loads it
-    model = AutoModel.from_pretrained(str(MODEL), trust_remote_code=True)
+    model = AutoModel.from_pretrained(str(MODEL))  # `import lary` registered the classes
     # held-out measurements, then the training run's own log
     numbers = {**measure(model), "training": training_numbers(MODEL / "log.jsonl")}
     print("\n".join(card_lines(numbers)))

@@ -1,4 +1,5 @@
-"""Reading LARYBench LAPA-DINOv3 checkpoints: key mapping onto `LapaDinov3Model`, with every key accounted for."""
+"""Reading LARYBench LAPA-DINOv3 checkpoints: key mapping onto `LapaDinov3Model`, with every key accounted for, and
+the model they make (`convert_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, DINOv3ViTConfig, DINOv3ViTModel
+from transformers.initialization import no_init_weights
 
+from lary import LapaDinov3Config, LapaDinov3Model
 from lary.errors import LaryError
+from lary.jsonfile import read_json_object
 
 # The reference constructor's keyword arguments (LARYBench `LatentActionQuantizationDinov3Feature`) and the
 # released model's values.
@@ -134,3 +139,63 @@ def convert_state_dict(
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(source, missing, unexpected, mismatched)
     return converted
+
+
+def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDinov3Config:
+    """Our config from the reference constructor's keyword arguments and a DINOv3 config."""
+    unknown = sorted(set(laq) - set(REFERENCE_LAQ_DEFAULTS))
+    if unknown:
+        raise LaryError(f"unknown LAQ config keys {unknown}; expected a subset of {sorted(REFERENCE_LAQ_DEFAULTS)}")
+    laq = {**REFERENCE_LAQ_DEFAULTS, **laq}
+    if laq["dim"] != backbone_config.hidden_size:
+        raise LaryError(f"LAQ dim={laq['dim']} must equal the backbone's hidden_size={backbone_config.hidden_size}")
+    if laq["patch_size"] != backbone_config.patch_size:
+        raise LaryError(f"LAQ patch_size={laq['patch_size']} differs from the backbone's {backbone_config.patch_size}")
+    backbone_config.image_size = laq["image_size"]
+    return LapaDinov3Config(
+        backbone_config=backbone_config,
+        quant_dim=laq["quant_dim"],
+        codebook_size=laq["codebook_size"],
+        code_seq_len=laq["code_seq_len"],
+        spatial_depth=laq["spatial_depth"],
+        temporal_depth=laq["temporal_depth"],
+        decoder_depth=laq["spatial_depth"],  # the reference's decoder has the spatial encoder's depth
+        dim_head=laq["dim_head"],
+        heads=laq["heads"],
+    )
+
+
+def backbone_config_from(path: str | None, backbone: str | None) -> DINOv3ViTConfig:
+    if path is not None:
+        data = read_json_object(path, "backbone config")
+        data.pop("transformers_version", None)
+        return DINOv3ViTConfig(**data)
+    if backbone is not None:
+        config = AutoConfig.from_pretrained(backbone)
+        if not isinstance(config, DINOv3ViTConfig):
+            raise LaryError(f"--backbone {backbone} is a {type(config).__name__}, not a DINOv3 ViT")
+        return config
+    return LapaDinov3Config().backbone_config
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    laq_config: dict | None = None,
+    backbone_config: DINOv3ViTConfig | None = None,
+    backbone: str | None = None,
+) -> LapaDinov3Model:
+    """Load a reference checkpoint into `LapaDinov3Model`; DINOv3 weights from `backbone` if it has none."""
+    reference = load_reference_state_dict(checkpoint)
+    if backbone_config is None:
+        backbone_config = backbone_config_from(None, backbone)
+    config = config_from_reference(laq_config or {}, backbone_config)
+    if not any(key.startswith("dino_tokenizer.") for key in reference):
+        if backbone is None:
+            raise LaryError(f"{checkpoint} holds no DINOv3 weights (dino_tokenizer.*): pass --backbone ID_OR_DIR")
+        dinov3 = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
+        reference.update({f"dino_tokenizer.{key}": value for key, value in dinov3.state_dict().items()})
+    with no_init_weights():
+        model = LapaDinov3Model(config)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    model.load_state_dict(convert_state_dict(reference, expected, source=str(checkpoint)), strict=True)
+    return model.eval()

@@ -28,6 +28,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "extract": Command("lary.configs.extract:ExtractConfig", "lary.extract.command:extract",
                        "Latent actions (or encoder features) of datasets, videos, image folders or LeRobot episodes, sharded and resumable."),
+    "export": Command("lary.configs.export:ExportConfig", "lary.lerobot.command:export",
+                      "Write `lary extract --lerobot` latent actions into a copy of the LeRobot dataset, as per-frame features."),
     "evaluate": Command("lary.configs.evaluate:EvaluateConfig", "lary.evaluation.evaluate:evaluate",
                         "Train a LARY classification or regression probe on `lary extract` outputs."),
     "leaderboard": Command("lary.configs.evaluate:LeaderboardConfig", "lary.evaluation.leaderboard:leaderboard",
@@ -38,6 +40,8 @@ COMMANDS: dict[str, Command] = {
                        "Convert a LARYBench LAPA-DINOv3 checkpoint into a Hub-ready folder."),
     "demo": Command("lary.configs.model:DemoConfig", "lary.demo:demo",
                     "Latent action codes of a clip with the embedded tiny model: a table and a PNG timeline."),
+    "app": Command("lary.configs.app:AppConfig", "lary.app.command:app",
+                   "The Hub Space's page on this machine: drop in a video, see its latent actions (Gradio)."),
     "prepare": Command("lary.configs.data:PrepareConfig", "lary.data.prepare:prepare_command",
                        "Write LARY configs as Parquet shards with a dataset card, from DATA_DIR and metadata CSVs."),
     "publish": Command("lary.configs.data:PublishConfig", "lary.data.publish:publish_command",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lary_hub
 import numpy as np
 import torch
 from transformers import AutoModel
@@ -17,16 +16,8 @@ from transformers import AutoModel
 from lary.configs.model import DemoConfig
 from lary.errors import LaryError
 from lary.frames import load_processor, probe_video, read_video
+from lary.hub import default_model
 from lary.synthetic import DIRECTIONS, make_clip
-
-# `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
-EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-dinov3"
-
-
-def default_model() -> Path:
-    if not (EMBEDDED_MODEL / "config.json").exists():
-        raise LaryError(f"the embedded model is missing from {EMBEDDED_MODEL}: reinstall lary, or pass --model ID_OR_DIR")
-    return EMBEDDED_MODEL
 
 
 def spread_frames(path: str | Path, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +78,7 @@ def save_timeline(
 def demo(args: DemoConfig) -> int:
     """`lary demo`: print the codes of each pair and save `demo_timeline.png`."""
     model_path = str(args.model or default_model())
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).eval()
+    model = AutoModel.from_pretrained(model_path).eval()  # the installed classes (registered by `import lary`)
     processor = load_processor(model_path, model.config.backbone_config.image_size)
     if args.video:
         frames, numbers = spread_frames(args.video, args.frames)

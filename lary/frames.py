@@ -182,15 +182,11 @@ def read_video(path: str | Path, indices: list[int] | None = None) -> np.ndarray
 
 
 def load_processor(model_name_or_path: str | Path, image_size: int):
-    """The processor saved with a LAPA-DINOv3 model (`preprocessor_config.json`, through `AutoProcessor`), else the
-    default one at the backbone's `image_size`."""
+    """The processor saved with a LAPA-DINOv3 model (its `preprocessor_config.json`, in a folder or on the Hub), else
+    the default one at the backbone's `image_size`."""
     from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
-    from transformers import AutoProcessor
 
     try:
-        processor = AutoProcessor.from_pretrained(str(model_name_or_path))
-    except (OSError, ValueError):
+        return LapaDinov3Processor.from_pretrained(str(model_name_or_path))
+    except OSError:  # no preprocessor_config.json
         return LapaDinov3Processor(size=image_size)
-    if not isinstance(processor, LapaDinov3Processor):
-        raise LaryError(f"{model_name_or_path}: its processor is a {type(processor).__name__}, not LapaDinov3Processor")
-    return processor

@@ -23,6 +23,5 @@ def setup(verbosity: int = 0) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
     logger = logging.getLogger("lary")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [handler]  # the CLI's own output; records still propagate (to pytest's caplog, say)
     logger.setLevel(level)
-    logger.propagate = False

@@ -24,6 +24,17 @@ def register() -> None:
 
 
 def launched_as_cli() -> bool:
-    """Whether this interpreter was started as the `lary` console script or as `python -m lary`."""
+    """Whether this interpreter was started as the `lary` console script or as `python [options] -m lary`."""
     argv = getattr(sys, "orig_argv", [])
-    return argv[1:3] == ["-m", "lary"] or (len(argv) > 1 and Path(argv[1]).name == "lary")
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "-m":
+            return argv[index + 1 : index + 2] == ["lary"]
+        if arg in ("-X", "-W"):  # interpreter options with a value
+            index += 2
+        elif arg.startswith("-"):
+            index += 1
+        else:  # the script
+            return Path(arg).name == "lary"
+    return False

@@ -5,6 +5,7 @@ the demo and the embedded model's training; the direction index is the ground tr
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,15 +127,21 @@ def make_clips(count: int, seed: int = 0, **kwargs) -> list[SyntheticClip]:
     return [make_clip(i % len(DIRECTIONS), seed=rng, **kwargs) for i in range(count)]
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
-    """Write (frames, H, W, 3) uint8 frames as a lossless FFV1 .mkv or an H.264 .mp4 (by suffix)."""
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: int = 8, pix_fmt: str | None = None) -> Path:
+    """Write RGB uint8 frames ((frames, H, W, 3), or any iterable of (H, W, 3), streamed) as a lossless FFV1 .mkv or
+    an H.264 .mp4 (by suffix).
+
+    `pix_fmt`: the stored pixel format; by default full-resolution colour (`bgr0`, `yuv444p`). Browsers play H.264
+    only as `yuv420p` (half-resolution colour, even width and height).
+    """
     path = Path(path)
     codec = "ffv1" if path.suffix == ".mkv" else "libx264"
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv444p"
-        for frame in frames:
+        stream.pix_fmt = pix_fmt or ("bgr0" if codec == "ffv1" else "yuv444p")
+        for index, frame in enumerate(frames):
+            if index == 0:
+                stream.height, stream.width = frame.shape[:2]
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path

@@ -30,7 +30,22 @@ def test_traceback_on_request(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr and "LaryError" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["convert", "extract", "evaluate", "leaderboard", "train", "demo", "prepare", "publish"])
+@pytest.mark.parametrize("command", ["convert", "extract", "evaluate", "export", "leaderboard", "train", "demo", "app", "prepare", "publish"])
 def test_every_command_has_help(command):
     result = _lary(command, "--help")
     assert result.returncode == 0 and f"usage: lary {command}" in result.stdout
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    for args in (["--help"], ["extract", "--help"], ["extract", "--out", "x"]):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lary", *args], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+        assert not {"torch", "transformers", "datasets"} & imported, args
+    assert "one of the arguments --model --encoder is required" in result.stderr
+
+
+def test_a_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    result = _lary("extract", "--model", "/no/such/dir", "--videos", "x.mp4", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and result.stderr.strip() == "lary extract: error: --model /no/such/dir: no such folder"
+    assert not (tmp_path / "o").exists()  # nothing written before the model and the input have loaded

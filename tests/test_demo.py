@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 
-from lary.demo import EMBEDDED_MODEL, code_table
+from lary.demo import code_table
+from lary.hub import EMBEDDED_MODEL
 from lary.synthetic import make_clip, write_video
 
 

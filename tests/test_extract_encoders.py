@@ -4,6 +4,7 @@ directly on independently preprocessed inputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
@@ -15,6 +16,8 @@ from test_extract import extract, prepare_lary, read_output
 from transformers import (
     AutoImageProcessor,
     AutoModel,
+    Dinov2Config,
+    DINOv3ViTConfig,
     Siglip2ImageProcessorPil,
     Siglip2VisionConfig,
     VJEPA2Config,
@@ -24,7 +27,7 @@ from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.models.vjepa2.video_processing_vjepa2 import VJEPA2VideoProcessor
 
 from lary.data.loading import load_lary_split
-from lary.encoders import EncoderTransform, processor_config
+from lary.encoders import EncoderTransform, encode_frames, processor_config
 from lary.errors import LaryError
 from lary.evaluation.features import load_split
 
@@ -179,3 +182,47 @@ def test_vjepa2_without_a_processor_config_uses_the_defaults_at_the_model_crop_s
     assert (transform.crop, transform.size) == ((32, 32), {"shortest_edge": 36})
     assert transform.mean.tolist() == np.float32([0.485, 0.456, 0.406]).tolist() and transform.rescale == 1 / 255
     assert transform(np.zeros((2, 40, 60, 3), np.uint8)).shape == (2, 3, 32, 32)
+
+
+DINOV3_HUB_CONFIG = {  # facebook/dinov3-*-pretrain-lvd1689m: a torchvision-only ("Fast") processor
+    "crop_size": None, "data_format": "channels_first", "default_to_square": True, "do_center_crop": None,
+    "do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "DINOv3ViTImageProcessorFast",
+    "image_std": [0.229, 0.224, 0.225], "resample": 2, "rescale_factor": 0.00392156862745098,
+    "size": {"height": 32, "width": 32},
+}
+DINOV2_HUB_CONFIG = {  # facebook/dinov2-base, at 1/7 of its sizes (shortest edge 256 -> 36, crop 224 -> 32)
+    "crop_size": {"height": 32, "width": 32}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+    "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "BitImageProcessor",
+    "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 36},
+}
+
+
+@pytest.mark.parametrize("name", ["dinov3", "dinov2"])
+def test_hub_processor_configs_are_applied_without_torchvision(tmp_path, name):
+    """The processor configs as the Hub ships them; the pixels checked against transformers' numpy transforms."""
+    torch.manual_seed(0)
+    folder = tmp_path / name
+    if name == "dinov3":
+        config, hub = DINOv3ViTConfig(**TINY, intermediate_size=64, image_size=32, num_register_tokens=4), DINOV3_HUB_CONFIG
+    else:
+        config, hub = Dinov2Config(**TINY, intermediate_size=64, image_size=32), DINOV2_HUB_CONFIG
+    AutoModel.from_config(config).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(hub))
+    frames = image_folder(tmp_path / "frames" / "clip", num_frames=3, height=40, width=56)
+    out = tmp_path / "out"
+    assert extract("--encoder", str(folder), "--images", str(tmp_path / "frames" / "clip"), "--out", str(out)) == 0
+
+    def pixels(frame: np.ndarray) -> torch.Tensor:
+        if name == "dinov3":
+            image = resize(frame, (32, 32), resample=PILImageResampling.BILINEAR, input_data_format=ChannelDimension.LAST)
+        else:  # shortest edge 36 (56 x 40 -> 50 x 36), then the 32 x 32 center
+            image = resize(frame, (36, 50), resample=PILImageResampling.BICUBIC, input_data_format=ChannelDimension.LAST)
+            image = center_crop(image, (32, 32), input_data_format=ChannelDimension.LAST)
+        image = normalize(rescale(image.astype(np.float32), 1 / 255), hub["image_mean"], hub["image_std"],
+                          input_data_format=ChannelDimension.LAST)
+        return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)
+
+    expected = encode_frames(AutoModel.from_pretrained(folder).eval(), torch.stack([pixels(frame) for frame in frames]))
+    rows = np.stack(features(out))  # pairs (0, 1) and (1, 2)
+    np.testing.assert_allclose(rows, torch.stack([torch.cat((expected[t], expected[t + 1])) for t in range(2)]).numpy(), atol=1e-4)

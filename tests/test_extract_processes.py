@@ -15,6 +15,7 @@ import pytest
 from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 from lary.data.loading import load_lary_split
+from lary.synthetic import make_clip, write_video
 
 ROWS = 120
 
@@ -85,3 +86,45 @@ def test_killed_run_resumes_with_every_id_once(tmp_path, setup):
     assert refused.returncode == 2 and "planned with --shard-size 2, not 4" in refused.stderr
     again = run(args)
     assert again.returncode == 0 and f"everything was already extracted: {out} holds {ROWS} rows" in again.stderr
+
+
+def launch_on_two_machines(args: list[str], port: int) -> list[subprocess.Popen]:
+    """Two `accelerate launch`es as two machines of one process each (ranks 0 and 1, 127.0.0.1), as on a cluster."""
+    launches = []
+    for rank in (0, 1):
+        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+                  "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+                  "--mixed_precision", "no", "--dynamo_backend", "no"]
+        launches.append(subprocess.Popen([sys.executable, *launch, *args], env=ENV, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True, start_new_session=True))
+    return launches
+
+
+@pytest.mark.slow
+def test_two_machines_equal_one_process_and_resume_after_a_kill(tmp_path):
+    root = tmp_path / "inputs"
+    model = save_tiny_model(root / "model")
+    for index in range(6):
+        write_video(make_clip(index % 8, num_frames=24, size=48, seed=index).frames, root / f"video_{index}.mkv")
+    args = ["-m", "lary", "extract", "--model", str(model), "--videos", str(root / "*.mkv"), "--batch-size", "4",
+            "--cpu"]
+    one = run([*args, "--out", str(tmp_path / "one"), "--shard-size", "10"])  # the same shards: the same batches
+    assert one.returncode == 0, one.stderr
+
+    out = tmp_path / "two"
+    killed = launch_on_two_machines([*args, "--out", str(out), "--shard-size", "10"], free_port())
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for process in killed:  # the whole machine goes down: launcher and worker processes
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = {path.name: path.stat().st_mtime_ns for path in out.glob("shard-*.parquet")}
+    assert 2 <= len(finished) < 14, "the kill should land mid-run"
+
+    for process in launch_on_two_machines([*args, "--out", str(out)], free_port()):
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in finished.items())
+    assert read_output(out).equals(read_output(tmp_path / "one"))  # the rows of one process, each once
+    assert read_manifest(out)["shard_size"] == 10  # the first run's plan, kept by the rerun

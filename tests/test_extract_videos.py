@@ -4,6 +4,7 @@ decoding in worker processes, unreadable files retried, and resuming inside a lo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,24 @@ def test_a_run_killed_inside_a_long_video_redoes_at_most_one_shard(tmp_path, tin
     assert len(after) == 9 and all(after[name] == mtime for name, mtime in before.items())  # kept, not redone
     assert read_output(out).column("frame_index").to_pylist() == list(range(89))  # every pair exactly once
     assert not list(out.glob(".*.tmp"))
+
+
+def test_defaults_share_the_cores_and_give_every_process_work(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lary.configs.extract import ExtractConfig
+    from lary.extract import plan
+    from lary.extract.command import make_plan, resources
+    from lary.extract.sources import VideoSource
+
+    config = ExtractConfig(model="m", videos=[str(tmp_path / "*.mp4")], out=tmp_path / "out")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    cpu, gpu = SimpleNamespace(num_processes=2, device=torch.device("cpu")), SimpleNamespace(num_processes=2, device=torch.device("cuda"))
+    assert resources(config, cpu) == (4, 4)  # (decoding workers, torch threads) per process: 8 cores each
+    assert resources(config, gpu) == (7, 1)  # a GPU leaves the cores to decoding
+    for index in range(3):
+        write_clip(tmp_path / f"{index}.mp4", num_frames=8)  # 7 pairs each
+    config.out.mkdir()
+    make_plan(config.out, VideoSource(config.videos), config, 4, None)
+    units, info = plan.load(config.out)
+    assert info["shard_size"] == 6 and len(units) == 4  # 21 pairs over 4 processes: every process gets a shard

@@ -1,4 +1,5 @@
-"""Model behaviour beyond parity: clips, "what if" decoding, attention backends, training mode, processor input."""
+"""Model behaviour beyond parity: clips, "what if" decoding, training mode, processor input (attention backends:
+test_model_conventions.py)."""
 
 from __future__ import annotations
 
@@ -57,19 +58,6 @@ def test_decode_actions_reproduces_the_forward_prediction(model):
     assert not torch.allclose(other, out.predicted_features)
     with pytest.raises(ValueError, match=r"action_indices must have shape \(batch, 4\)"):
         model.decode_actions(out.action_indices[:, :3], pixel_values=pairs[:, 0])
-
-
-@torch.no_grad()
-def test_eager_and_sdpa_attention_agree(model):
-    pairs = _clip(2)
-    sdpa = model(pixel_values=pairs, return_predicted_features=True)
-    model.config._attn_implementation = "eager"
-    try:
-        eager = model(pixel_values=pairs, return_predicted_features=True)
-    finally:
-        model.config._attn_implementation = "sdpa"
-    assert torch.equal(sdpa.action_indices, eager.action_indices)
-    torch.testing.assert_close(sdpa.predicted_features, eager.predicted_features, atol=1e-5, rtol=0)
 
 
 def test_training_trains_the_quantizer_not_the_backbone():

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shared_path
+from huggingface_hub import ModelCard
+from test_model_behaviour import TINY
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from lary import LapaDinov3Model, LapaDinov3Processor
+from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary.model_card import known_base_model, render_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +125,101 @@ def test_pipeline_serves_pairs_clips_and_batches(converted):
     assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
 
 
-def test_embedded_example_ships_the_current_hub_code():
+SAVE_LOADED = """
+import sys
+from transformers import AutoModel
+converted, out = sys.argv[1:]
+remote = AutoModel.from_pretrained(converted, trust_remote_code=True)
+assert type(remote).__module__.startswith("transformers_modules"), type(remote).__module__
+remote.save_pretrained(out + "/remote")
+import lary  # registers the classes: the model now loads from lary_hub, without remote code
+local = AutoModel.from_pretrained(converted)
+assert type(local).__module__ == "lary_hub.modeling_lapa_dinov3", type(local).__module__
+local.save_pretrained(out + "/lary")
+"""
+
+PIPELINE_ON_SAVED = """
+import sys
+from safetensors.torch import load_file
+from transformers import pipeline
+cases = load_file(sys.argv[1])
+f0, f1 = cases["frames"][0].numpy()
+for saved in sys.argv[2:]:
+    latent = pipeline(model=saved, trust_remote_code=True)
+    assert (latent([f0, f1])["action_indices"][0] == cases["indices"][0].numpy()).all(), saved
+assert "lary" not in sys.modules
+print("ok")
+"""
+
+
+def test_a_loaded_model_saves_a_folder_that_loads_again(converted, tmp_path):
+    """save -> load -> save keeps the code files, whether the model came from remote code or from `lary`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", SAVE_LOADED, str(converted), str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = [tmp_path / "remote", tmp_path / "lary"]
+    for folder in saved:
+        names = {p.name for p in folder.iterdir()}
+        assert {"configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"} <= names
+        config = json.loads((folder / "config.json").read_text())
+        assert config["auto_map"] == {"AutoConfig": "configuration_lapa_dinov3.LapaDinov3Config",
+                                      "AutoModel": "modeling_lapa_dinov3.LapaDinov3Model"}
+        assert "latent-action-extraction" in config["custom_pipelines"]
+    # a fresh process with an empty module cache, as on another machine
+    env["HF_HOME"] = str(tmp_path / "hf_home_pipeline")
+    cases = shared_path("golden", "lapa_dinov3_tiny", "cases.safetensors")
+    result = subprocess.run([sys.executable, "-c", PIPELINE_ON_SAVED, str(cases), *map(str, saved)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_fresh_model_saves_loadable_code(tmp_path):
+    LapaDinov3Model(LapaDinov3Config(**TINY)).save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.glob("*.py")} == {
+        "configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"}
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModel"] == \
+        "modeling_lapa_dinov3.LapaDinov3Model"
+
+
+def _card(text: str) -> tuple[dict, str]:
+    """A card's metadata, and its text with whitespace runs as single spaces."""
+    card = ModelCard(text)
+    return card.data.to_dict(), " ".join(card.text.split())
+
+
+def test_the_card_of_a_converted_model_states_its_own_sizes(converted):
+    metadata, text = _card((converted / "README.md").read_text())
+    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert metadata["datasets"] == ["meituan-longcat/LARYBench"]
+    assert "base_model" not in metadata  # a random tiny backbone is no DINOv3 release
+    assert "DINOv3-architecture ViT with 16-pixel patches (2 layers, width 64, 4 heads, 4 register tokens)" in text
+    assert "an NSVQ codebook of 8 entries of dimension 8) turns the pair into 16 action codes and their 64-d" in text
+    assert "Converted from the LARYBench checkpoint `laq_dinov3.pt` by `lary convert`" in text
+    assert "(1, 16, 64) action vectors" in text and "(batch, 14, 14, 64)" in text
+    assert "5 x (batch, 2, 196, 64)" in text  # hidden_states: input, 2 spatial and 2 temporal layers
+    assert "ViT-L" not in text and "1024" not in text and "$" not in text
+    assert f'from_pretrained("{converted}", trust_remote_code=True)' in text
+
+
+def test_the_card_of_the_released_configuration():
+    config = LapaDinov3Config()
+    card = render_model_card(config, "AGI-Eval/LAPA-DINOv3", "Converted.", known_base_model(config))
+    metadata, text = _card(card)
+    assert metadata["base_model"] == "facebook/dinov3-vitl16-pretrain-lvd1689m"
+    assert "A frozen DINOv3 ViT-L/16 (24 layers, width 1024, 16 heads, 4 register tokens) encodes both 224x224" in text
+    assert "(1, 16) codes in [0, 8)" in text and "(1, 16, 1024) action vectors" in text and "(1, 16, 32)" in text
+    assert known_base_model(config, backbone="facebook/dinov3-vitb16-pretrain-lvd1689m") == \
+        "facebook/dinov3-vitb16-pretrain-lvd1689m"
+
+
+def test_the_embedded_example_holds_no_code_and_exports_the_current_code(tmp_path):
+    """The committed example is weights and configs only (the installed classes load it); a save writes the Hub files
+    as they are now, so an exported copy is never stale."""
     example = REPO_ROOT / "examples" / "tiny-lapa-dinov3"
+    assert not list(example.glob("*.py")) and "auto_map" not in json.loads((example / "config.json").read_text())
+    model = AutoModel.from_pretrained(example)
+    model.save_pretrained(tmp_path / "copy")
     for name in ("configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"):
-        assert (example / name).read_text() == (REPO_ROOT / name).read_text(), f"{example / name} is stale: copy {name}"
+        assert (tmp_path / "copy" / name).read_text() == (REPO_ROOT / name).read_text()

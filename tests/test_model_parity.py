@@ -17,10 +17,11 @@ from transformers import DINOv3ViTConfig
 from lary import LapaDinov3Config, LapaDinov3Model
 from lary.checkpoint import (
     CheckpointMismatchError,
+    config_from_reference,
+    convert_checkpoint,
     convert_state_dict,
     load_reference_state_dict,
 )
-from lary.convert import config_from_reference, convert_checkpoint
 
 ATOL = 1e-4
 

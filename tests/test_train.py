@@ -272,3 +272,34 @@ def test_bf16_mixed_precision_run(tmp_path):
     weights = _weights(out)
     assert {w.dtype for w in weights.values()} == {torch.float32}  # autocast computes in bf16, the weights stay fp32
     assert json.loads((out / "training_args.json").read_text())["mixed_precision"] == "bf16"
+
+
+# `python -c SPY -m lary train ...`: `lary train`, noting in $CHECKPOINTING_MARKER that checkpointing was enabled
+SPY = """
+import os, runpy, sys
+from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model
+enable = LapaDinov3Model.activation_checkpointing_enable
+def spy(self, *args, **kwargs):
+    open(os.environ["CHECKPOINTING_MARKER"], "w").close()
+    return enable(self, *args, **kwargs)
+LapaDinov3Model.activation_checkpointing_enable = spy
+sys.argv = ["lary", *sys.argv[3:]]
+runpy.run_module("lary", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_trains_the_same_model(tmp_path, monkeypatch):
+    marker = tmp_path / "enabled"
+    monkeypatch.setenv("CHECKPOINTING_MARKER", str(marker))
+    args = ("--steps", "6", "--save-every", "6", "--log-every", "2")
+    plain = _train(tmp_path, "plain", *args, launcher=(sys.executable, "-c", SPY))
+    assert not marker.exists()
+    checkpointed = _train(tmp_path, "checkpointed", *args, "--gradient-checkpointing",
+                          launcher=(sys.executable, "-c", SPY))
+    assert marker.exists()
+    assert json.loads((checkpointed / "training_args.json").read_text())["gradient_checkpointing"] is True
+    expected, actual = _weights(plain), _weights(checkpointed)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    assert (plain / "log.jsonl").read_text() == (checkpointed / "log.jsonl").read_text()

@@ -20,7 +20,7 @@ MSE = 0.01
 
 @pytest.fixture(scope="module")
 def measured() -> dict:
-    model = AutoModel.from_pretrained(str(MODEL), trust_remote_code=True)
+    model = AutoModel.from_pretrained(str(MODEL))
     return SCRIPT["measure"](model)
 
 

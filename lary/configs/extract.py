@@ -36,10 +36,14 @@ class ExtractConfig:
         "run's).", default=None, same_run=False, group="performance",
     )
     num_workers: int | None = option(
-        "DataLoader processes that decode and resize frames (default: the cores left per process, at most 4; 0 decodes in the main process).",
+        "DataLoader processes that decode and resize frames (default: half the process's cores, at most 4; on a GPU all "
+        "but one, at most 8; 0 decodes in the main process).",
         default=None, same_run=False, group="performance",
     )
-    threads: int | None = option("Torch threads per process (default: cores / processes).", default=None, same_run=False, group="performance")
+    threads: int | None = option(
+        "Torch threads per process (default: the process's cores, cores / processes, minus its workers).",
+        default=None, same_run=False, group="performance",
+    )
     device_map: Literal["auto"] | None = option("Spread one big model over all GPUs (one process).", default=None, same_run=False, group="performance")
     cpu: bool = option("Run on CPU, also under `accelerate launch`.", default=False, same_run=False, group="performance")
 

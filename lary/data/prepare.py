@@ -20,11 +20,13 @@ from typing import Any
 
 import datasets
 import numpy as np
-from datasets.arrow_writer import ParquetWriter
+import pyarrow as pa
+from datasets.arrow_writer import TypedSequence
 from tqdm import tqdm
 
 from lary.configs.data import DEFAULT_MAX_SHARD_SIZE, PrepareConfig
 from lary.errors import LaryError
+from lary.parquet_shards import ParquetShard
 
 from .card import write_card
 from .examples import build_features, class_names, load_example, media_paths, read_rows
@@ -149,17 +151,22 @@ def payload_size(value: Any) -> int:
     return 8
 
 
-def _shard_path(directory: Path, shard: int) -> str:
-    return str(directory / f"shard-{shard:05d}.parquet")
+def _encoded_table(examples: list[dict[str, Any]], features: datasets.Features) -> pa.Table:
+    """Examples as an Arrow table of `features` (images as bytes, arrays as `datasets` types; the schema carries the
+    features, as `datasets` writes them)."""
+    encoded = features.encode_batch({name: [example[name] for example in examples] for name in features})
+    arrays = [pa.array(TypedSequence(encoded[name], type=features[name])) for name in features]
+    return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
 
 
 def _write_shards(
     results: Iterator, total: int, where: str, staging: Path, features: datasets.Features, max_shard_size: int,
     stats: ActionStats | None,
 ) -> tuple[int, int, list[dict[str, str]]]:
-    """Stream loaded rows into staging shards; returns (shards, rows, skipped rows)."""
-    shard, shard_bytes, rows, skipped = 0, 0, 0, []
-    writer = ParquetWriter(features=features, path=_shard_path(staging, shard), writer_batch_size=WRITER_BATCH_SIZE)
+    """Stream loaded rows into staging shards (`WRITER_BATCH_SIZE` rows per row group, a new shard past
+    `max_shard_size` bytes); returns (shards, rows, skipped rows)."""
+    shards = [ParquetShard(staging / "shard-00000.parquet", features.arrow_schema)]
+    shard_bytes, rows, skipped, pending = 0, 0, [], []
     for result in tqdm(results, total=total, desc=f"prepare {where}", unit="row"):
         if result[0] == "bad":
             skipped.append({"id": result[1], "path": result[2], "reason": result[3]})
@@ -168,16 +175,22 @@ def _write_shards(
         if stats is not None:
             stats.update(example)
         if shard_bytes > max_shard_size:
-            writer.finalize()
-            shard, shard_bytes = shard + 1, 0
-            writer = ParquetWriter(
-                features=features, path=_shard_path(staging, shard), writer_batch_size=WRITER_BATCH_SIZE
-            )
-        writer.write(example)
+            if pending:
+                shards[-1].write(_encoded_table(pending, features))
+                pending = []
+            shards[-1].publish()
+            shards.append(ParquetShard(staging / f"shard-{len(shards):05d}.parquet", features.arrow_schema))
+            shard_bytes = 0
+        pending.append(example)
+        if len(pending) == WRITER_BATCH_SIZE:
+            shards[-1].write(_encoded_table(pending, features))
+            pending = []
         shard_bytes += payload_size(example)
         rows += 1
-    writer.finalize()
-    return shard + 1, rows, skipped
+    if pending:
+        shards[-1].write(_encoded_table(pending, features))
+    shards[-1].publish()
+    return len(shards), rows, skipped
 
 
 def write_split(
@@ -219,7 +232,7 @@ def write_split(
 
     final = [config_dir / f"{split}-{i:05d}-of-{num_shards:05d}.parquet" for i in range(num_shards)]
     for i, path in enumerate(final):
-        os.replace(_shard_path(staging, i), path)
+        os.replace(staging / f"shard-{i:05d}.parquet", path)
     for stale in set(config_dir.glob(f"{split}-*-of-*.parquet")) - set(final):
         stale.unlink()
     staging.rmdir()

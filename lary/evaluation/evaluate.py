@@ -15,7 +15,13 @@ from lary.configs.evaluate import EvaluateConfig
 from lary.errors import LaryError
 
 from .classification import PAPER_HEADS, ClassificationConfig, train_classification
-from .features import ExtractedSplit, check_feature_shapes, load_split, one_hot_indices
+from .features import (
+    ExtractedSplit,
+    check_feature_shapes,
+    load_split,
+    one_hot_indices,
+    split_by_groups,
+)
 from .plots import (
     plot_classification_curves,
     plot_confusion_matrix,
@@ -128,10 +134,17 @@ def evaluate(args: EvaluateConfig) -> dict:
     returns the results."""
     accelerator = Accelerator(cpu=args.cpu)
     set_seed(args.seed)
-    target = "label" if args.task == "classification" else "action"
+    target = "label" if args.task == "classification" else args.target
+    split_info = None
     with accelerator.local_main_process_first():  # one process per machine writes the feature cache
-        train = load_split(args.train, args.feature, target, args.cache_dir)
-        validation = load_split(args.validation, train.feature_name, target, args.cache_dir)
+        if args.data is not None:  # one folder, split by episode or clip
+            group = "episode_index" if args.split_by == "episode" else "id"
+            whole = load_split(args.data, args.feature, target, args.cache_dir, group=group)
+            train, validation, split_info = split_by_groups(whole, args.validation_fraction, args.seed)
+            split_info["split_by"] = group
+        else:
+            train = load_split(args.train, args.feature, target, args.cache_dir)
+            validation = load_split(args.validation, train.feature_name, target, args.cache_dir)
     if train.manifest.get("model") != validation.manifest.get("model"):
         raise LaryError(
             f"train features come from model {train.manifest.get('model')!r} ({args.train}) "
@@ -152,7 +165,7 @@ def evaluate(args: EvaluateConfig) -> dict:
         "feature": train.feature_name,
         "feature_shape": list(train.features.shape[1:]),
         "codebook_size": codebook_size,
-        "splits": {"train": _split_info(train), "validation": _split_info(validation)},
+        "splits": {"train": _split_info(train), "validation": _split_info(validation), "split": split_info},
         "num_processes": accelerator.num_processes,
         "seed": args.seed,
         **task(args, accelerator, train, validation, out),

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from lary.errors import LaryError
+from lary.extract.shards import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -96,33 +97,60 @@ class FeatureStore:
         return torch.from_numpy(out)
 
 
+class RowView:
+    """Some rows of a `FeatureStore` (a train or validation part of one folder), indexed like the store itself."""
+
+    def __init__(self, store: FeatureStore, rows: np.ndarray):
+        self.store, self.rows = store, rows
+        self.max_value = store.max_value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.store.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def one_hot(self, codebook_size: int) -> RowView:
+        return RowView(self.store.one_hot(codebook_size), self.rows)
+
+    def __getitem__(self, rows: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        return self.store[self.rows[np.asarray(rows, dtype=np.int64)]]
+
+
 @dataclass
 class ExtractedSplit:
-    """One `lary extract` output folder, rows sorted by `id`.
+    """One `lary extract` output folder (or part of one), rows sorted by `id` (and `frame_index` for one row per
+    pair).
 
     `features` holds `[rows, tokens, dim]` for image pairs or `[rows, pairs, tokens, dim]` for clips (float32), or
     the integer code ids `[rows, tokens]` / `[rows, pairs, tokens]` for `action_indices`, read per batch.
-    `actions` holds one `[stride, dof]` array per row (dof may differ between robot types).
+    `actions` holds one `[stride, dof]` array per row (dof may differ between robot types); `groups` the values of
+    the column that keeps rows together when one folder is split (episodes, clips).
     """
 
     path: Path
     manifest: dict
     ids: list[str]
     feature_name: str
-    features: FeatureStore
+    features: FeatureStore | RowView
     labels: np.ndarray | None = None
     actions: list[np.ndarray] | None = None
     robot_types: list[str] | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, rows: np.ndarray) -> ExtractedSplit:
+        """These rows only (features still read per batch)."""
+        def pick(values):
+            return None if values is None else [values[i] for i in rows] if isinstance(values, list) else values[rows]
 
-def read_manifest(outdir: str | Path) -> dict:
-    path = Path(outdir) / "manifest.json"
-    if not path.is_file():
-        raise LaryError(f"{path} not found: pass a folder written by `lary extract`")
-    return json.loads(path.read_text())
+        return ExtractedSplit(
+            self.path, self.manifest, pick(self.ids), self.feature_name, RowView(self.features, rows), pick(self.labels),
+            pick(self.actions), pick(self.robot_types), pick(self.groups),
+        )
 
 
 def _shards(outdir: Path) -> list[Path]:
@@ -225,16 +253,30 @@ def open_store(outdir: Path, shards: list[Path], feature: str, order: np.ndarray
     return store
 
 
+MISSING_TARGET = {
+    "label": "`lary extract` writes `label` for LARY classification configs; for --videos/--images pass "
+             "`--labels FILE` (a CSV or Parquet of `id,label`)",
+    "action": "`lary extract` writes `action` for LARY regression configs and LeRobot datasets; for --videos/--images "
+              "pass `--labels FILE` (a CSV or Parquet of `id,frame_index,<action columns>`)",
+}
+
+
 def load_split(
-    outdir: str | Path, feature: str | None = None, target: str | None = None, cache_dir: str | Path | None = None
+    outdir: str | Path,
+    feature: str | None = None,
+    target: str | None = None,
+    cache_dir: str | Path | None = None,
+    group: str | None = None,
 ) -> ExtractedSplit:
-    """Read one extract output folder: ids and targets into memory, the features into the cached `FeatureStore`.
+    """Read one extract output folder: ids, targets and groups into memory, the features into the cached
+    `FeatureStore`.
 
     Args:
         outdir: the folder holding `*.parquet` and `manifest.json`.
         feature: the representation column; default `latent_actions` if present, else `features`.
-        target: `"label"` (classification), `"action"` (regression) or None (features only).
+        target: `"label"` (classification), an array column such as `"action"` (regression), or None.
         cache_dir: where the feature store is written once (default: `default_cache_dir()`).
+        group: a column whose values keep rows together when the folder is split (`episode_index`, `id`).
     """
     outdir = Path(outdir)
     manifest = read_manifest(outdir)
@@ -242,19 +284,19 @@ def load_split(
     schemas = {shard: pq.read_schema(shard) for shard in shards}
     first = schemas[shards[0]].names
     feature = feature or default_feature(first)
-    wanted = ["id"]
-    if target is not None:
-        wanted.append(target)
-        if target == "action" and "robot_type" in first:
-            wanted.append("robot_type")
+    wanted = list(dict.fromkeys(["id", *(["frame_index"] if "frame_index" in first else []), *filter(None, [target, group])]))
+    if target not in (None, "label") and "robot_type" in first:
+        wanted.append("robot_type")
     for shard, schema in schemas.items():
         for name in [*wanted, feature]:
             if name not in schema.names:
-                raise LaryError(f"column {name!r} missing from {shard} (columns: {schema.names})")
+                hint = f"; {MISSING_TARGET[name]}" if name in MISSING_TARGET else ""
+                raise LaryError(f"column {name!r} missing from {shard} (columns: {schema.names}){hint}")
     table = pa.concat_tables([pq.read_table(shard, columns=wanted) for shard in shards])
     if table.num_rows == 0:
         raise LaryError(f"{outdir} holds no rows")
-    order = pc.sort_indices(table, sort_keys=[("id", "ascending")]).to_numpy()
+    keys = [("id", "ascending")] + ([("frame_index", "ascending")] if "frame_index" in wanted else [])
+    order = pc.sort_indices(table, sort_keys=keys).to_numpy()
     table = table.take(order)
     split = ExtractedSplit(
         path=outdir,
@@ -265,11 +307,27 @@ def load_split(
     )
     if target == "label":
         split.labels = column_to_numpy(table.column("label"), "label", outdir).astype(np.int64)
-    elif target == "action":
-        split.actions = _rows_to_arrays(table.column("action"), "action", outdir)
+    elif target is not None:
+        split.actions = _rows_to_arrays(table.column(target), target, outdir)
         if "robot_type" in table.column_names:
             split.robot_types = [str(value) for value in table.column("robot_type").to_pylist()]
+    if group is not None:
+        split.groups = np.asarray(table.column(group).to_pylist())
     return split
+
+
+def split_by_groups(split: ExtractedSplit, fraction: float, seed: int) -> tuple[ExtractedSplit, ExtractedSplit, dict]:
+    """Train and validation parts of one folder: a seeded `fraction` of its groups (episodes, clips) for validation,
+    every group whole on one side. Returns both parts and what was split."""
+    names = np.unique(split.groups)
+    if len(names) < 2:
+        raise LaryError(f"{split.path} holds {len(names)} group(s); splitting into train and validation needs two or more")
+    shuffled = np.random.default_rng(seed).permutation(names)
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    held_out = np.isin(split.groups, shuffled[:count])
+    info = {"validation_groups": sorted(map(str, shuffled[:count])), "train_groups": len(names) - count,
+            "fraction": fraction, "seed": seed}
+    return split.subset(np.flatnonzero(~held_out)), split.subset(np.flatnonzero(held_out)), info
 
 
 def one_hot_indices(*splits: ExtractedSplit) -> int:

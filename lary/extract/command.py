@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,7 +34,13 @@ from lary.extract.models import (
     load_model,
     model_revision,
 )
-from lary.extract.sources import DatasetSource, ImageFolderSource, Source, VideoSource
+from lary.extract.sources import (
+    DatasetSource,
+    ImageFolderSource,
+    LeRobotSource,
+    Source,
+    VideoSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +49,16 @@ MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at mos
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
-    """(decoding workers, torch threads) per process: the cores this process may use, shared between the model and the
-    workers (a GPU leaves the cores to decoding)."""
+    """(decoding workers, torch threads) per process: the cores of the machine split over its processes, and each
+    process's share split between its workers and its torch threads (more busy threads than cores makes torch's
+    threads wait on each other). A GPU leaves most of the cores to decoding."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = max(1, cores // state.num_processes)
     on_gpu = state.device.type == "cuda"
     workers = config.num_workers
     if workers is None:
-        workers = min(8, per_process - 1) if on_gpu else min(4, max(1, per_process // 2))
-    return workers, config.threads or per_process
+        workers = min(8, per_process - 1) if on_gpu else min(4, per_process // 2)
+    return workers, config.threads or max(1, per_process - workers)
 
 
 def make_source(config: ExtractConfig) -> Source:
@@ -60,8 +68,6 @@ def make_source(config: ExtractConfig) -> Source:
         return VideoSource(config.videos, config.limit)
     if config.images:
         return ImageFolderSource(config.images, config.limit)
-    from lary.extract.lerobot_source import LeRobotSource
-
     return LeRobotSource(config.lerobot, config.revision, config.camera, config.episodes, config.limit)
 
 
@@ -92,17 +98,17 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
 
 
 def make_plan(outdir: Path, source: Source, config: ExtractConfig, num_processes: int, labels: Labels | None) -> None:
-    """The first run's plan (`plan.json`): the shard size, and for the pair layout the shards' segments."""
+    """The first run's plan (`plan.json`): the shard size (by default the rows split over the processes, at most
+    `MAX_AUTO_SHARD_SIZE`, so that every process gets work), and for the pair layout the shards' segments."""
     if source.layout == "row":
-        rows = len(source)
-        shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
-        plan.save(outdir, [], {"layout": "row", "shard_size": shard_size, "samples": rows})
-        return
-    counts, frame_pts = _plan_pairs(source, config.stride, labels)
-    rows = sum(count or 1 for count in counts)
-    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-rows // num_processes)))
-    units = plan.pair_units(counts, shard_size, frame_pts)
-    plan.save(outdir, units, {"layout": "pair", "shard_size": shard_size, "samples": len(source)})
+        counts, frame_pts = [], []
+        total = len(source)
+    else:
+        counts, frame_pts = _plan_pairs(source, config.stride, labels)
+        total = sum(count or 1 for count in counts)
+    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-total // num_processes)))
+    units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
+    plan.save(outdir, units, {"layout": source.layout, "shard_size": shard_size, "samples": len(source)})
 
 
 def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[list[plan.Segment]]:
@@ -240,16 +246,21 @@ def extract(config: ExtractConfig) -> int:
     # 3. The plan: the first run cuts the work into shards and records its arguments; a rerun must repeat them and
     #    does what is left (missing shards, and what failed in the others).
     record = {"arguments": run_identity(config), "layout": source.layout}
+    problem: list[str | None] = [None]  # the main process plans; what it finds wrong ends every process
     if state.is_main_process:
-        outdir.mkdir(parents=True, exist_ok=True)
-        if shards.read_run(outdir) is not None:
-            shards.check_run(outdir, record)
-        if plan.load(outdir) is None:
-            make_plan(outdir, source, config, state.num_processes, labels)
-        shards.record_run(outdir, record)
-        shards.remove_temporary_files(outdir)
-    state.wait_for_everyone()
-    shards.check_run(outdir, record)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            if shards.read_run(outdir) is not None:
+                shards.check_run(outdir, record)
+            if plan.load(outdir) is None:
+                make_plan(outdir, source, config, state.num_processes, labels)
+            shards.record_run(outdir, record)
+            shards.remove_temporary_files(outdir)
+        except LaryError as error:
+            problem[0] = str(error)
+    broadcast_object_list(problem)
+    if problem[0] is not None:
+        raise LaryError(problem[0])
     all_units = load_plan(outdir, config, len(source))
     todo = plan.remaining(outdir, all_units)
     state.wait_for_everyone()  # every process has planned before any writes

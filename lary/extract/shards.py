@@ -1,9 +1,8 @@
 """Output shards of `lary extract`: atomic writes, sidecars, retries, and the run record.
 
 Shard `i` of `k` is written as `shard-0000i-of-0000k.parquet`, beside a sidecar `shard-0000i-of-0000k.json` (`rows`,
-`pairs`, and the `errors` of what could not be read). Both are written under temporary names and renamed, the sidecar
-first: a shard is complete exactly when its Parquet file exists, so a killed run leaves nothing partial behind that a
-rerun would keep. A rerun skips complete shards and retries what failed in each shard's latest attempt: what it reads
+`pairs`, and the `errors` of what could not be read), atomically (`lary.parquet_shards`): a shard is complete exactly
+when its Parquet file exists, so a killed run leaves nothing partial behind that a rerun would keep. A rerun skips complete shards and retries what failed in each shard's latest attempt: what it reads
 goes to `shard-0000i-of-0000k.retry-R.parquet` (+ sidecar); when a retry reads nothing new, no file is added and the
 latest sidecar is updated in place.
 """
@@ -11,15 +10,14 @@ latest sidecar is updated in place.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lary.errors import LaryError
+from lary.parquet_shards import ParquetShard, sidecar_path, write_atomic
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
@@ -32,12 +30,6 @@ def shard_name(shard: int, num_shards: int, attempt: int = 0) -> str:
     return f"shard-{shard:05d}-of-{num_shards:05d}{retry}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def remove_temporary_files(outdir: Path) -> None:
     """Leftovers of a killed run (call before any process starts writing)."""
     for path in outdir.glob(".*.tmp"):
@@ -45,7 +37,7 @@ def remove_temporary_files(outdir: Path) -> None:
 
 
 def sidecar(outdir: Path, parquet: Path) -> dict[str, Any]:
-    return json.loads((outdir / parquet.name.replace(".parquet", ".json")).read_text())
+    return json.loads(sidecar_path(outdir / parquet.name).read_text())
 
 
 def finished_attempts(outdir: Path, num_shards: int) -> dict[int, list[Path]]:
@@ -59,34 +51,25 @@ def finished_attempts(outdir: Path, num_shards: int) -> dict[int, list[Path]]:
 
 
 class ShardWriter:
-    """Streams one attempt's row batches into a temporary Parquet file; `close` publishes it atomically."""
+    """One attempt of a shard: its row batches (with their pair counts) streamed into a `ParquetShard`; `close`
+    publishes it with its sidecar, or, for a retry that read nothing, only updates the errors of the attempt before
+    it (`previous`)."""
 
     def __init__(self, outdir: Path, name: str, schema: pa.Schema, previous: Path | None = None):
-        self.outdir, self.name, self.schema, self.previous = outdir, name, schema, previous
-        self.path = outdir / f"{name}.parquet"
-        self.temporary = outdir / f".{name}.parquet.tmp"
-        self.writer: pq.ParquetWriter | None = None
-        self.rows = self.pairs = 0
+        self.outdir, self.previous = outdir, previous
+        self.shard = ParquetShard(outdir / f"{name}.parquet", schema)
+        self.pairs = 0
 
     def write(self, table: pa.Table, pairs: int) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.temporary, self.schema)
-        self.writer.write_table(table)
-        self.rows += table.num_rows
+        self.shard.write(table)
         self.pairs += pairs
 
     def close(self, errors: list[dict[str, Any]]) -> None:
-        """Publish the shard with its sidecar; a retry (`previous` set) that read nothing only updates the errors of
-        the attempt before it."""
-        if self.writer is None and self.previous is not None:
-            write_atomic(self.outdir / self.previous.name.replace(".parquet", ".json"),
-                         json.dumps({**sidecar(self.outdir, self.previous), "errors": errors}))
+        if self.shard.rows == 0 and self.previous is not None:
+            self.shard.discard()
+            write_atomic(sidecar_path(self.previous), json.dumps({**sidecar(self.outdir, self.previous), "errors": errors}))
             return
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.temporary, self.schema)
-        self.writer.close()
-        write_atomic(self.outdir / f"{self.name}.json", json.dumps({"rows": self.rows, "pairs": self.pairs, "errors": errors}))
-        os.replace(self.temporary, self.path)
+        self.shard.publish({"rows": self.shard.rows, "pairs": self.pairs, "errors": errors})
 
 
 def check_run(outdir: Path, record: dict[str, Any]) -> None:
@@ -136,6 +119,14 @@ def write_errors(outdir: Path, errors: list[dict[str, Any]]) -> None:
         write_atomic(path, "".join(json.dumps(error) + "\n" for error in errors))
     elif path.exists():
         path.unlink()
+
+
+def read_manifest(outdir: str | Path) -> dict[str, Any]:
+    """The `manifest.json` of a `lary extract` output folder."""
+    path = Path(outdir) / MANIFEST_FILE
+    if not path.is_file():
+        raise LaryError(f"{path} not found: pass a folder written by `lary extract`")
+    return json.loads(path.read_text())
 
 
 def write_manifest(outdir: Path, manifest: dict[str, Any]) -> None:

@@ -169,4 +169,83 @@ class ImageFolderSource(FileSource):
             yield VideoFrame(index, float("nan"), read_image(files[index]))
 
 
-Source = DatasetSource | VideoSource | ImageFolderSource
+
+class LeRobotSource:
+    """The episodes of a LeRobot dataset (v3.0 or v2.1, a folder or a Hub id), one sample each, with the camera's
+    frames found by timestamp (`lary.lerobot`). Each pair row carries the episode's `episode_index`, the table's
+    `frame_index`/`timestamp`, and its `action` (K rows) and `observation.state` (K + 1 rows) as regression targets.
+
+    Probing a video file and reading an episode's rows are cached: in v3.0 one file holds many episodes."""
+
+    layout = "pair"
+    kind = "pair"
+    label_names = None
+
+    def __init__(self, path_or_id: str, revision: str | None, camera: str | None, episodes: list[int] | None,
+                 limit: int | None = None):
+        from lary.lerobot import open_lerobot
+
+        self.dataset = open_lerobot(path_or_id, revision, camera, episodes)
+        self.episodes = self.dataset.episodes[:limit]
+        self.root = str(self.dataset.root)
+        self.targets = [name for name in ("action", "observation.state") if name in self.dataset.features]
+        self.passthrough_types = {"episode_index": pa.int64(), **{name: pa.list_(pa.list_(pa.float32())) for name in self.targets}}
+        self._videos: dict[Path, Any] = {}
+        self._episode: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def sample_id(self, index: int) -> str:
+        return f"episode_{self.episodes[index].episode_index:06d}"
+
+    def _read(self, index: int):
+        """The episode's rows and, for each row, the position of its frame among the decoded frames of its file."""
+        if self._episode is None or self._episode[0] != index:
+            info = self.episodes[index]
+            if info.video_file not in self._videos:
+                self._videos = {info.video_file: probe_video(info.video_file)}  # one file at a time: files are big
+            video = self._videos[info.video_file]
+            episode = self.dataset.read_episode(info)
+            try:
+                positions = self.dataset.frame_positions(episode, video.times)
+            except LaryError as error:  # the video does not hold the episode's frames: this episode fails
+                raise MediaError(info.video_file, str(error)) from None
+            self._episode = (index, (episode, video, positions))
+        return self._episode[1]
+
+    def length(self, index: int) -> tuple[int, None]:
+        episode, _, _ = self._read(index)
+        return episode.length, None
+
+    def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
+        """The episode's frames `first .. stop - 1`, numbered by their rows, decoded from the file by seeking."""
+        episode, video, positions = self._read(segment.sample)
+        stop = episode.length if stop is None else min(stop, episode.length)
+        if segment.first >= stop:
+            return
+        wanted = {int(position): row for row, position in enumerate(positions[segment.first : stop], segment.first)}
+        start = int(positions[segment.first])
+        for frame in decode_video(episode.video_file, start, int(positions[stop - 1]) + 1, int(video.pts[start])):
+            if frame.index in wanted:
+                yield VideoFrame(wanted[frame.index], frame.time, frame.rgb)
+
+    def pair_columns(self, index: int, first_frames: np.ndarray, stride: int) -> dict[str, Any]:
+        episode, _, _ = self._read(index)
+        columns = episode.columns
+        second = first_frames + stride
+        values = {
+            "episode_index": [episode.episode_index] * len(first_frames),
+            "frame_index": columns["frame_index"][first_frames],
+            "next_frame_index": columns["frame_index"][second],
+            "timestamp": columns["timestamp"][first_frames].astype(np.float64),
+            "next_timestamp": columns["timestamp"][second].astype(np.float64),
+        }
+        if "action" in self.targets:
+            values["action"] = list(columns["action"][first_frames[:, None] + np.arange(stride)])
+        if "observation.state" in self.targets:
+            values["observation.state"] = list(columns["observation.state"][first_frames[:, None] + np.arange(stride + 1)])
+        return values
+
+
+Source = DatasetSource | VideoSource | ImageFolderSource | LeRobotSource

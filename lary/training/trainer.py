@@ -22,8 +22,8 @@ from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.configs.parser import to_dict
 from lary.configs.train import TrainConfig
-from lary.convert import export
 from lary.errors import LaryError
+from lary.hub import export
 from lary.jsonfile import read_json_object
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
@@ -114,6 +114,9 @@ def train(args: TrainConfig) -> Path:
     out = Path(args.out)
     set_seed(args.seed)
     model = build_model(args.backbone, args.model_config, args.image_size)
+    if args.gradient_checkpointing:
+        # the quantizer's layers recompute their activations in the backward pass (the frozen backbone keeps none)
+        model.activation_checkpointing_enable()
     processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     clips = load_clips(args.data, processor)
     if not clips:

@@ -1,0 +1,351 @@
+"""What the page computes, without Gradio: a video's frame range to latent actions, the "what if" decoding, the
+downloads.
+
+Frames come through `lary.frames` (probe, then decode only the requested range, seeking to its first frame) and the
+model's processor, like every other command. Each frame goes through the DINOv3 backbone once, a few frames at a time
+so that a progress bar moves; the latent action model then reads the pairs `(t, t + stride)` from those features,
+which is what video mode (`pixel_values_videos`) computes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from lary.app.limits import MEGABYTE, Limits
+from lary.errors import LaryError, MediaError
+from lary.extract import rows
+from lary.extract.models import load_model
+from lary.frames import decode_video, load_processor, probe_video
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]  # (fraction done, what is being done)
+FRAMES_PER_STEP = 16  # frames run through the backbone at once: bounds memory, moves the progress bar
+RESIZE_PIXELS = 2**23  # decoded pixels resized at once (one 4K frame, four 1080p ones): the resize works in float32
+PAIRS_PER_STEP = 64
+THUMBNAIL_SIDE = 256  # longest side of the frames kept for display
+
+
+def _silent(fraction: float, message: str) -> None:
+    """The default `Progress`: nothing to show."""
+
+
+@dataclass
+class Clip:
+    """The frames of one request: a video's frame range as model pixels, with display thumbnails."""
+
+    name: str  # the file name: the rows' `id`, as `lary extract` names a single video
+    num_frames: int  # of the whole video
+    fps: float
+    width: int
+    height: int
+    frame_indices: np.ndarray  # (F,) int64, frame numbers in the video
+    times: np.ndarray  # (F,) float64 seconds, NaN where unknown
+    pixels: torch.Tensor  # (F, 3, S, S) uint8, the processor's resize
+    thumbnails: list[np.ndarray]  # (h, w, 3) uint8, aspect kept
+    note: str = ""  # why fewer frames were read than the video has
+
+
+@dataclass
+class Analysis:
+    """A clip's latent actions: one row per pair `(t, t + stride)` of its frames."""
+
+    clip: Clip
+    stride: int
+    action_indices: np.ndarray  # (pairs, n) int64
+    latent_actions: np.ndarray  # (pairs, n, D) float32
+    continuous_latent_actions: np.ndarray  # (pairs, n, q) float32
+    codebook_size: int
+    seconds: float
+
+    @property
+    def pairs(self) -> int:
+        return len(self.action_indices)
+
+    def frame_numbers(self, pair: int) -> tuple[int, int]:
+        """The video frame numbers a pair joins."""
+        return int(self.clip.frame_indices[pair]), int(self.clip.frame_indices[pair + self.stride])
+
+
+@dataclass
+class WhatIf:
+    """The decoder's prediction of a pair's next-frame features for chosen codes, beside the real features."""
+
+    codes: list[int]
+    frames: tuple[int, int]  # video frame numbers: first, next
+    first_image: np.ndarray  # thumbnails
+    next_image: np.ndarray
+    real: np.ndarray  # (h, w, D) DINOv3 features of the next frame
+    predicted: np.ndarray  # (h, w, D) for `codes`
+    mse: float  # predicted vs real
+    own_codes_mse: float  # the prediction from the pair's own codes vs real
+    copy_mse: float  # the first frame's features vs real: "nothing moves"
+
+
+def frame_range(num_frames: int, first: int | None, last: int | None, max_frames: int) -> tuple[int, int, str]:
+    """`[start, stop)` of the frames to read, and a note when an open range was cut to `max_frames`.
+
+    `first` defaults to 0; `last` (inclusive; None or 0, which is never a last frame) to as many frames as the limit
+    allows. An explicit range longer than the limit is refused.
+    """
+    start = 0 if first is None else int(first)
+    if not 0 <= start < num_frames:
+        raise LaryError(f"first frame {start} is outside the video (frames 0 to {num_frames - 1})")
+    if not last:  # a number box cannot be left empty in the page: 0 stands for "open"
+        stop = min(num_frames, start + max_frames)
+        if stop == num_frames:
+            return start, stop, ""
+        return start, stop, (
+            f"read frames {start} to {stop - 1} of {num_frames}: at most {max_frames} per request (set the frame range "
+            "to see others)"
+        )
+    last = int(last)
+    if last <= start:
+        raise LaryError(f"last frame {last} must come after first frame {start}")
+    note = ""
+    if last >= num_frames:
+        note = f"the video ends at frame {num_frames - 1}"
+        last = num_frames - 1
+    if last - start + 1 > max_frames:
+        raise LaryError(
+            f"frames {start} to {last} are {last - start + 1} frames; this page reads at most {max_frames} per request: "
+            "narrow the range (`lary extract` runs whole videos)"
+        )
+    return start, last + 1, note
+
+
+def thumbnail(rgb: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """A display copy of a frame, its longest side at most `side` pixels."""
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def _renamed(error: MediaError, path: str | Path, name: str) -> MediaError:
+    """The error with the upload's temporary path replaced by the file's name."""
+    return MediaError(name, error.reason.replace(str(path), name))
+
+
+def _check_file(path: str | Path, name: str, limits: Limits) -> None:
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        raise MediaError(name, "missing (the upload did not arrive; try again)") from None
+    if size > limits.max_file_mb * MEGABYTE:
+        raise LaryError(f"{name} is {size / MEGABYTE:.1f} MB; this page takes files up to {limits.max_file_mb} MB")
+
+
+def read_clip(
+    path: str | Path,
+    processor,
+    limits: Limits,
+    first: int | None = None,
+    last: int | None = None,
+    progress: Progress = _silent,
+) -> Clip:
+    """Probe the video, check it against `limits`, and decode only frames `first..last` (see `frame_range`)."""
+    name = Path(path).name
+    _check_file(path, name, limits)
+    try:
+        info = probe_video(path)
+    except MediaError as error:
+        raise _renamed(error, path, name) from None
+    if info.num_frames < 2:
+        raise LaryError(f"{name} has {info.num_frames} frame(s); latent actions need at least two (a pair)")
+    if info.width * info.height > limits.max_pixels:
+        raise LaryError(
+            f"{name} is {info.width}x{info.height} ({info.width * info.height:,} pixels a frame); this page takes frames "
+            f"up to {limits.max_pixels:,} pixels: scale the video down first"
+        )
+    start, stop, note = frame_range(info.num_frames, first, last, limits.max_frames)
+    count = stop - start
+
+    pixels, thumbnails, indices, times, pending = [], [], [], [], []
+
+    def resize_pending() -> None:
+        pixels.append(processor.resize(torch.from_numpy(np.stack(pending))))
+        pending.clear()
+
+    start_pts = int(info.pts[start]) if info.seekable else None
+    try:
+        for frame in decode_video(path, start, stop, start_pts=start_pts):
+            pending.append(frame.rgb)
+            thumbnails.append(thumbnail(frame.rgb))
+            indices.append(frame.index)
+            times.append(frame.time)
+            if len(pending) * info.width * info.height >= RESIZE_PIXELS or len(pending) == FRAMES_PER_STEP:
+                resize_pending()
+            progress(len(indices) / count, f"decoding frame {frame.index}")
+    except MediaError as error:
+        if len(indices) < 2:
+            raise _renamed(error, path, name) from None
+        note = f"the video breaks off after frame {indices[-1]}"  # keep what was decoded
+    if pending:
+        resize_pending()
+    if len(indices) < 2:
+        raise MediaError(name, f"{len(indices)} of its frames could be decoded; latent actions need two")
+    if len(indices) < count and not note:
+        note = f"the video ends after frame {indices[-1]}"
+    return Clip(
+        name=name, num_frames=info.num_frames, fps=info.fps, width=info.width, height=info.height,
+        frame_indices=np.asarray(indices, dtype=np.int64), times=np.asarray(times, dtype=np.float64),
+        pixels=torch.cat(pixels), thumbnails=thumbnails, note=note,
+    )
+
+
+def parse_codes(text: str | None, count: int, codebook_size: int) -> list[int]:
+    """'3 1 0 7' (or with commas, brackets) -> [3, 1, 0, 7], checked: `count` codes in `[0, codebook_size)`."""
+    text = (text or "").strip()
+    expected = f"{count} whole numbers from 0 to {codebook_size - 1}, separated by spaces"
+    if not re.fullmatch(r"[\[\](),\s\d-]*", text):
+        raise LaryError(f"codes must be {expected}; got {text!r}")
+    codes = [int(value) for value in re.findall(r"-?\d+", text)]
+    if len(codes) != count or any(not 0 <= code < codebook_size for code in codes):
+        raise LaryError(f"codes must be {expected}; got {text!r}")
+    return codes
+
+
+class Analyzer:
+    """One LAPA-DINOv3 model and its processor, loaded once and shared by every request (and thread)."""
+
+    def __init__(self, model: str | Path, limits: Limits | None = None, device: str | None = None):
+        self.name = str(model)
+        self.limits = limits or Limits()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._lock = threading.Lock()
+        self._loaded = None
+
+    def load(self) -> tuple:
+        """(model, processor), loaded on first use."""
+        with self._lock:
+            if self._loaded is None:
+                logger.info("loading %s on %s", self.name, self.device)
+                model = load_model(self.name, "float32", None, self.device)
+                self._loaded = model, load_processor(self.name, model.config.backbone_config.image_size)
+        return self._loaded
+
+    @property
+    def model(self):
+        return self.load()[0]
+
+    @property
+    def processor(self):
+        return self.load()[1]
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """DINOv3 patch features (F, h, w, D) of uint8 pixels (F, 3, S, S)."""
+        pixels = self.processor.normalize(pixels.to(self.device))
+        return self.model.extract_features(pixels.to(self.model.dtype))
+
+    @torch.inference_mode()
+    def analyse(
+        self,
+        path: str | Path,
+        stride: int = 1,
+        first: int | None = None,
+        last: int | None = None,
+        progress: Progress = _silent,
+    ) -> Analysis:
+        """Latent actions of every pair `(t, t + stride)` in frames `first..last` of a video, within the limits."""
+        began = time.perf_counter()
+        stride = int(stride)
+        if stride < 1:
+            raise LaryError(f"stride must be a positive integer; got {stride}")
+        model = self.model
+        # decoding is cheap next to the model: the first 20% of the bar
+        clip = read_clip(path, self.processor, self.limits, first, last, lambda f, m: progress(0.2 * f, m))
+        frames = len(clip.frame_indices)
+        if stride >= frames:
+            raise LaryError(f"stride {stride} needs at least {stride + 1} frames; frames {clip.frame_indices[0]} to "
+                            f"{clip.frame_indices[-1]} are {frames}")
+
+        features = []
+        for begin in range(0, frames, FRAMES_PER_STEP):
+            end = min(frames, begin + FRAMES_PER_STEP)
+            progress(0.2 + 0.7 * begin / frames, f"DINOv3 features of frames {begin + 1}-{end} of {frames}")
+            features.append(self._features(clip.pixels[begin:end]))
+        features = torch.cat(features)
+
+        pairs = frames - stride
+        outputs = []
+        for begin in range(0, pairs, PAIRS_PER_STEP):
+            end = min(pairs, begin + PAIRS_PER_STEP)
+            progress(0.9 + 0.1 * begin / pairs, f"latent actions of pairs {begin + 1}-{end} of {pairs}")
+            pair_features = torch.stack((features[begin:end], features[begin + stride : end + stride]), dim=1)
+            outputs.append(model(backbone_features=pair_features))
+        numpy = {
+            key: torch.cat([output[key] for output in outputs]).float().cpu().numpy()
+            for key in ("latent_actions", "continuous_latent_actions")
+        }
+        analysis = Analysis(
+            clip=clip,
+            stride=stride,
+            action_indices=torch.cat([output.action_indices for output in outputs]).cpu().numpy(),
+            codebook_size=model.config.codebook_size,
+            seconds=time.perf_counter() - began,
+            **numpy,
+        )
+        logger.info("%s: %d pairs in %.1f s", clip.name, analysis.pairs, analysis.seconds)
+        return analysis
+
+    @torch.inference_mode()
+    def what_if(self, analysis: Analysis, pair: int, codes: list[int]) -> WhatIf:
+        """The next-frame features the decoder predicts from pair `pair`'s first frame and `codes`."""
+        pair = int(pair)
+        if not 0 <= pair < analysis.pairs:
+            raise LaryError(f"pair {pair} is outside the clip's pairs (0 to {analysis.pairs - 1})")
+        first, second = pair, pair + analysis.stride
+        features = self._features(analysis.clip.pixels[[first, second]])
+        both_codes = torch.tensor([codes, analysis.action_indices[pair].tolist()], device=self.device)
+        predicted, own = self.model.decode_actions(both_codes, first_features=features[:1].expand(2, -1, -1, -1))
+        real = features[1]
+
+        def mse(a: torch.Tensor) -> float:
+            return float((a.float() - real.float()).pow(2).mean())
+
+        return WhatIf(
+            codes=list(codes), frames=analysis.frame_numbers(pair),
+            first_image=analysis.clip.thumbnails[first], next_image=analysis.clip.thumbnails[second],
+            real=real.float().cpu().numpy(), predicted=predicted.float().cpu().numpy(),
+            mse=mse(predicted), own_codes_mse=mse(own), copy_mse=mse(features[0]),
+        )
+
+
+def pair_table(analysis: Analysis) -> pa.Table:
+    """The rows `lary extract --videos` writes for this clip (pair layout): one per pair, the same columns."""
+    clip, stride, pairs = analysis.clip, analysis.stride, analysis.pairs
+    columns = {
+        "id": [clip.name] * pairs,
+        "frame_index": clip.frame_indices[:pairs],
+        "next_frame_index": clip.frame_indices[stride:],
+        "timestamp": clip.times[:pairs],
+        "next_timestamp": clip.times[stride:],
+        "action_indices": analysis.action_indices,
+        "latent_actions": analysis.latent_actions,
+        "continuous_latent_actions": analysis.continuous_latent_actions,
+    }
+    return rows.table(columns, rows.pair_schema(rows.latent_action_types()))
+
+
+def write_downloads(analysis: Analysis, folder: Path) -> tuple[Path, Path]:
+    """`<video>_latent_actions.parquet` and `.json` (a list of row objects, the same columns) in `folder`."""
+    table = pair_table(analysis)
+    stem = re.sub(r"[^\w.-]+", "_", Path(analysis.clip.name).stem) or "video"
+    parquet, json_path = folder / f"{stem}_latent_actions.parquet", folder / f"{stem}_latent_actions.json"
+    pq.write_table(table, parquet)
+    with open(json_path, "w") as file:
+        json.dump(table.to_pylist(), file)
+    return parquet, json_path

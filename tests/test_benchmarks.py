@@ -1,0 +1,25 @@
+"""The GPU benchmark runs end to end at a tiny shape on the CPU (`--tiny`), so the script a GPU session runs works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_bench_gpu_runs_tiny_on_the_cpu(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--tiny", "--json", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    for key in ("pairs/bfloat16/eager", "video/bfloat16/eager", "pairs/float32/eager", "video/float32/eager"):
+        assert results[key]["pairs_per_s"] > 0 and results[key]["gflop_per_pair"] > 0
+    # each frame through the backbone once: fewer FLOPs per pair in video mode
+    assert results["video/float32/eager"]["gflop_per_pair"] < results["pairs/float32/eager"]["gflop_per_pair"]
+    assert results["extract"]["pairs"] == 2 * 11 and results["extract"]["pairs_per_s"] > 0
+    if "parity/fp32_codes_equal" in results:  # the golden checkpoint is in ../shared (CI has it)
+        assert results["parity/fp32_codes_equal"] is True and results["parity/resize_max_difference"] <= 1
