@@ -10,19 +10,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from lary.errors import LaryError
 
 from .training import (
     Rows,
     RowSubset,
-    epoch_batches,
     held_out_split,
-    local_rows,
     predict,
-    read_ahead,
-    reduce_sum,
+    train_epochs,
     warmup_cosine,
 )
 
@@ -230,32 +226,25 @@ def train_classification(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     probe = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(config.seed)
     weights = class_balanced_weights(train_labels) if config.class_balanced else None
     num_heads = len(config.heads)
+
+    def batch_loss(logits: torch.Tensor, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        labels = train_labels[rows].to(accelerator.device)
+        losses = torch.stack(
+            [F.cross_entropy(head, labels, label_smoothing=config.label_smoothing, reduction="sum") for head in logits]
+        )
+        correct = (logits.argmax(-1) == labels).sum(-1)
+        # loss per head, correct per head, rows; the objective sums this process's rows, scaled to the global mean
+        stats = [*losses.tolist(), *correct.tolist(), len(rows)]
+        return losses.sum() * accelerator.num_processes / len(batch), stats
+
     history = []
-    for epoch in tqdm(range(1, config.epochs + 1), desc="classification probe", disable=not accelerator.is_main_process):
-        sums = [0.0] * (2 * num_heads + 1)  # loss per head, correct per head, rows
-        batches = epoch_batches(len(train_features), config.batch_size, generator, weights)
-        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
-        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
-            rows = local_rows(batch, accelerator)
-            labels = train_labels[rows].to(accelerator.device)
-            logits = model(features.to(accelerator.device))
-            losses = torch.stack(
-                [F.cross_entropy(head, labels, label_smoothing=config.label_smoothing, reduction="sum") for head in logits]
-            )
-            # Sum over this process's rows, scaled so that the gradient averaged over processes is the global-batch mean.
-            accelerator.backward(losses.sum() * accelerator.num_processes / len(batch))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            correct = (logits.argmax(-1) == labels).sum(-1)
-            for head in range(num_heads):
-                sums[head] += losses[head].item()
-                sums[num_heads + head] += correct[head].item()
-            sums[-1] += len(rows)
-        sums = reduce_sum(sums, accelerator)
+    epochs = train_epochs(
+        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
+        torch.Generator().manual_seed(config.seed), weights, desc="classification probe",
+    )
+    for epoch, sums in epochs:
         logits = predict(probe, val_features, config.batch_size, accelerator, (num_heads, len(val_features), num_classes))
         val_loss = [F.cross_entropy(head, val_labels).item() for head in logits]
         val_accuracy = [(head.argmax(-1) == val_labels).double().mean().item() for head in logits]

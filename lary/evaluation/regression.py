@@ -10,19 +10,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from lary.errors import LaryError
 
 from .training import (
     Rows,
     RowSubset,
-    epoch_batches,
     held_out_split,
-    local_rows,
     predict,
-    read_ahead,
-    reduce_sum,
+    train_epochs,
     warmup_constant,
 )
 
@@ -175,27 +171,21 @@ def train_regression(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(int(config.warmup_fraction * total_steps)))
     model, optimizer = accelerator.prepare(model, optimizer)
     probe = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(config.seed)
+
+    def batch_loss(predictions: torch.Tensor, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        mask = train_mask[rows].to(accelerator.device)
+        loss = F.huber_loss(
+            predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
+        )
+        # the objective: the mean over the real entries of the global batch, once gradients are averaged over processes
+        return loss * accelerator.num_processes / train_mask[batch].sum(), [loss.item(), mask.sum().item()]
+
     history, best = [], None
-    for epoch in tqdm(range(1, config.epochs + 1), desc="regression probe", disable=not accelerator.is_main_process):
-        loss_sum, entries = 0.0, 0.0
-        batches = epoch_batches(len(train_features), config.batch_size, generator)
-        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
-        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
-            rows = local_rows(batch, accelerator)
-            mask = train_mask[rows].to(accelerator.device)
-            predictions = model(features.to(accelerator.device))
-            loss = F.huber_loss(
-                predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
-            )
-            # Mean over the real entries of the global batch, once the gradients are averaged over processes.
-            accelerator.backward(loss * accelerator.num_processes / train_mask[batch].sum())
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            loss_sum += loss.item()
-            entries += mask.sum().item()
-        loss_sum, entries = reduce_sum([loss_sum, entries], accelerator)
+    epochs = train_epochs(
+        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
+        torch.Generator().manual_seed(config.seed), desc="regression probe",
+    )
+    for epoch, (loss_sum, entries) in epochs:
         predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
         mse = masked_mse(predictions, val_targets, val_mask)
         entry = {"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse}
