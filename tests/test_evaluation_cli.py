@@ -59,6 +59,7 @@ def test_evaluate_classification_command_writes_results_and_plots(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["metric"] == "top1_accuracy" and results["value"] >= 0.95
     assert results["value"] == results["heads"][results["best_head"]]["accuracy"]
+    assert results["selection"] == {"on": "validation", "head": results["best_head"], "score": results["value"]}
     assert (results["model"], results["config"], results["feature"]) == ("tiny-lam", "robot_1st", "latent_actions")
     assert results["label_names"] == ["pick", "place", "push"]
     assert np.sum(results["confusion_matrix"]) == 96
@@ -70,8 +71,9 @@ def test_evaluate_classification_command_writes_results_and_plots(tmp_path):
 def regression_results(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("regression")
     train, val = regression_split(root, "train", 510, 1), regression_split(root, "validation", 101, 2)
+    # --selection held-out: its slice of the train split is scored by both processes' shares as well
     args = ["-m", "lary", "evaluate", "--train", str(train), "--validation", str(val), "--task", "regression",
-            "--epochs", "3", "--cpu", *SMALL_REGRESSOR]
+            "--epochs", "3", "--cpu", "--selection", "held-out", *SMALL_REGRESSOR]
     run(sys.executable, *args, "--out", str(root / "one"), "--cache-dir", str(root / "cache-one"))
     run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", *args, "--out", str(root / "two"),
@@ -87,6 +89,8 @@ def test_two_processes_match_one(regression_results):
     for a, b in zip(one["history"], two["history"]):
         assert b["validation_mse"] == pytest.approx(a["validation_mse"], rel=1e-4)
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["held_out_mse"] == pytest.approx(a["held_out_mse"], rel=1e-4)
+    assert one["selection"]["epoch"] == two["selection"]["epoch"]
     assert (regression_results["two"] / "per_dimension_error.png").exists()
     # Each split's feature store was written once, nothing left half-written.
     assert sorted(path.name.split("-")[0] for path in regression_results["cache-two"].iterdir()) == ["train", "validation"]
@@ -116,6 +120,24 @@ def test_train_validation_model_mismatch_is_an_error(tmp_path):
                             cache_dir=tmp_path / "cache")
     with pytest.raises(LaryError, match="'tiny-lam'.*'other'"):
         evaluate(config)
+
+
+def test_held_out_selection_is_recorded(tmp_path):
+    from lary.configs.evaluate import EvaluateConfig
+    from lary.evaluation.evaluate import evaluate
+
+    train, val = regression_split(tmp_path, "train", 100, 1), regression_split(tmp_path, "validation", 20, 2)
+    config = EvaluateConfig(train=train, validation=val, task="regression", out=tmp_path / "out", cpu=True, epochs=3,
+                            hidden_dim=16, batch_size=32, cache_dir=tmp_path / "cache", selection="held-out")
+    evaluate(config)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    epoch = results["best_epoch"]
+    assert results["selection"] == {
+        "on": "held-out", "epoch": epoch, "score": results["history"][epoch - 1]["held_out_mse"],
+        "held_out_fraction": 0.1, "held_out_rows": 10, "train_rows": 90,
+    }
+    assert results["value"] == results["history"][epoch - 1]["validation_mse"]
+    assert results["splits"]["train"]["rows"] == 100
 
 
 def test_leaderboard_orders_known_tasks_and_averages_only_complete_rows():

@@ -17,6 +17,7 @@ from lary.evaluation.classification import (
 )
 from lary.evaluation.features import load_split, one_hot_indices
 from lary.evaluation.regression import RegressionConfig, train_regression
+from lary.evaluation.training import held_out_split
 
 NUM_CLASSES = 4
 SMALL_CLASSIFIER = ClassificationConfig(hidden_dim=32, pooler_depth=2, attention_heads=4, epochs=5, batch_size=32)
@@ -102,20 +103,36 @@ def test_regression_mse_near_1_on_random_features(accelerator):
     assert 0.8 < result.mse < 1.3
 
 
+def two_robots(rng, rows: int, w3: np.ndarray, w5: np.ndarray):
+    """`rows` rows of each of two robots with dof 3 and 5; the second's actions shifted and scaled."""
+    x3, y3 = linear_targets(rng, rows, w3, dof=3)
+    x5, y5 = linear_targets(rng, rows, w5, dof=5)
+    # per-robot z-scoring must remove the shift and scale
+    return torch.cat([x3, x5]), y3 + [action * 10 + 100 for action in y5], ["r3"] * rows + ["r5"] * rows
+
+
 def test_regression_pads_robot_types_with_different_dof(accelerator):
     rng = np.random.default_rng(3)
-    w3, w5 = rng.normal(size=(32, 6)).astype(np.float32), rng.normal(size=(32, 10)).astype(np.float32)
-    x3, y3 = linear_targets(rng, 64, w3, dof=3)
-    x5, y5 = linear_targets(rng, 64, w5, dof=5)
-    # Shift one robot's actions: per-robot z-scoring must remove it.
-    y5 = [action * 10 + 100 for action in y5]
-    features, actions, robots = torch.cat([x3, x5]), y3 + y5, ["r3"] * 64 + ["r5"] * 64
-    config = RegressionConfig(hidden_dim=32, epochs=2, batch_size=32)
-    result = train_regression(features, actions, features, actions, config, accelerator, robots, robots)
+    # One probe serves both robots and cannot tell their rows apart, so their first 3 dof follow the same map.
+    w5 = rng.normal(size=(32, 2, 5)).astype(np.float32)
+    w3, w5 = w5[..., :3].reshape(32, 6), w5.reshape(32, 10)
+    (x, actions, robots), (vx, val_actions, val_robots) = two_robots(rng, 512, w3, w5), two_robots(rng, 64, w3, w5)
+    config = RegressionConfig(hidden_dim=64, epochs=20, batch_size=32, lr=1e-3)
+    result = train_regression(x, actions, vx, val_actions, config, accelerator, robots, val_robots)
     assert set(result.per_robot_mse) == {"r3", "r5"}
     assert len(result.per_dimension_mse) == 5
-    assert np.allclose(result.normalization["r5"]["mean"], np.concatenate(y5).mean(0), rtol=1e-4)
-    assert all(value < 10 for value in result.per_robot_mse.values())
+    r5 = np.concatenate(actions[512:])
+    assert np.allclose(result.normalization["r5"]["mean"], r5.mean(0), rtol=1e-4)
+    # On rows it never trained on: predicting each robot's train mean scores about 1.0, a probe that learned the
+    # linear map well below it.
+    assert all(value < 0.3 for value in result.per_robot_mse.values()), result.per_robot_mse
+    # r5's dof 3-4 as well (0.36 when r3's zero padding is trained on as targets: the probe cannot tell the rows apart)
+    assert max(result.per_dimension_mse) < 0.2, result.per_dimension_mse
+    # The same probe fit to shuffled targets learns nothing that transfers: the bound tells the two apart.
+    order = rng.permutation(len(actions))
+    shuffled = train_regression(x, [actions[i] for i in order], vx, val_actions, config, accelerator,
+                                [robots[i] for i in order], val_robots)
+    assert all(value > 0.8 for value in shuffled.per_robot_mse.values()), shuffled.per_robot_mse
 
 
 def stored(tmp_path, name: str, features: np.ndarray, column: str = "latent_actions"):
@@ -192,3 +209,66 @@ def test_a_process_reads_only_its_share_of_each_batch(monkeypatch):
     for epoch in (train.reads[:4], train.reads[4:]):
         assert len({row for rows in epoch for row in rows}) == 32  # distinct rows: a shard of the epoch's permutation
     assert sorted(row for rows in val.reads for row in rows) == sorted([*range(1, 20, 2)] * 2)  # odd rows, each epoch
+
+
+def test_validation_selection_picks_the_head_and_epoch_on_the_validation_rows(accelerator):
+    # LARYBench's protocol and the default: the reported number is the best the validation rows allow.
+    rng = np.random.default_rng(7)
+    prototypes = rng.normal(size=(NUM_CLASSES, 4, 16)).astype(np.float32)
+    config = ClassificationConfig(hidden_dim=16, pooler_depth=2, attention_heads=2, epochs=2, batch_size=32)
+    result = train_classification(*labelled_features(rng, 96, prototypes), *labelled_features(rng, 48, prototypes), config, accelerator)
+    last = result.history[-1]["validation_accuracy"]
+    assert result.selection == {"on": "validation", "head": int(np.argmax(last)), "score": max(last)}
+    assert result.accuracy == max(last) and "held_out_accuracy" not in result.history[-1]
+
+    (x, actions), (vx, val_actions) = linear_targets(rng, 96, None), linear_targets(rng, 32, None)
+    result = train_regression(x, actions, vx, val_actions, RegressionConfig(hidden_dim=16, epochs=3, batch_size=32), accelerator)
+    mse = [entry["validation_mse"] for entry in result.history]
+    assert result.selection == {"on": "validation", "epoch": int(np.argmin(mse)) + 1, "score": min(mse)}
+
+
+def test_held_out_selection_never_trains_on_its_slice_nor_looks_at_validation(accelerator):
+    rng = np.random.default_rng(8)
+    prototypes = rng.normal(size=(NUM_CLASSES, 4, 16)).astype(np.float32)
+    (x, y), (vx, vy) = labelled_features(rng, 200, prototypes, noise=3.0), labelled_features(rng, 64, prototypes, noise=3.0)
+    config = ClassificationConfig(hidden_dim=16, pooler_depth=2, attention_heads=2, epochs=3, batch_size=32,
+                                  selection="held-out", held_out_fraction=0.25)
+    train = RecordedRows(x)
+    result = train_classification(train, y, vx, vy, config, accelerator)
+    assert {key: result.selection[key] for key in ("held_out_fraction", "held_out_rows", "train_rows")} == {
+        "held_out_fraction": 0.25, "held_out_rows": 50, "train_rows": 150}
+    # The slice is read only to score it, once an epoch, never in a training batch.
+    _, held = held_out_split(200, 0.25, config.seed)
+    held = set(held.tolist())
+    scoring = [rows for rows in train.reads if set(rows) <= held]
+    assert sorted(sum(scoring, [])) == sorted(list(held) * config.epochs)
+    assert all(not set(rows) & held for rows in train.reads if rows not in scoring)
+
+    last = result.history[-1]
+    assert result.best_head == result.selection["head"] == int(np.argmax(last["held_out_accuracy"]))
+    assert result.selection["score"] == max(last["held_out_accuracy"])
+    assert result.accuracy == last["validation_accuracy"][result.best_head]
+    # Nothing about the validation rows reaches the choice: other validation labels, the same choice and scores.
+    other = train_classification(x, y, vx, (vy + 1) % NUM_CLASSES, config, accelerator)
+    assert other.selection == result.selection
+    assert [e["held_out_accuracy"] for e in other.history] == [e["held_out_accuracy"] for e in result.history]
+
+
+def test_held_out_selection_of_the_regression_epoch(accelerator):
+    rng = np.random.default_rng(9)
+    weights = rng.normal(size=(32, 6)).astype(np.float32)
+    (x, actions), (vx, val_actions) = linear_targets(rng, 160, weights), linear_targets(rng, 32, weights)
+    config = RegressionConfig(hidden_dim=32, epochs=4, batch_size=32, lr=1e-3, selection="held-out")
+    train = RecordedRows(x)
+    result = train_regression(train, actions, vx, val_actions, config, accelerator)
+    assert (result.selection["held_out_rows"], result.selection["train_rows"]) == (16, 144)
+    _, held = held_out_split(160, 0.1, config.seed)
+    assert sum((rows for rows in train.reads if set(rows) <= set(held.tolist())), []) == held.tolist() * config.epochs
+    scores = [entry["held_out_mse"] for entry in result.history]
+    assert result.best_epoch == result.selection["epoch"] == int(np.argmin(scores)) + 1
+    assert result.selection["score"] == min(scores)
+    assert result.mse == result.history[result.best_epoch - 1]["validation_mse"]
+    # Normalized with all train rows either way: the same units as validation selection.
+    assert result.normalization == train_regression(x, actions, vx, val_actions, RegressionConfig(epochs=1, hidden_dim=8), accelerator).normalization
+    shifted = train_regression(x, actions, vx, [a + 1 for a in val_actions], config, accelerator)
+    assert shifted.selection == result.selection

@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
+
+from lary.errors import LaryError
 
 from .training import (
     Rows,
-    epoch_batches,
-    local_rows,
+    RowSubset,
+    held_out_split,
     predict,
-    read_ahead,
-    reduce_sum,
+    train_epochs,
     warmup_cosine,
 )
 
@@ -39,6 +39,8 @@ class ClassificationConfig:
     label_smoothing: float = 0.1
     class_balanced: bool = True
     seed: int = 0
+    selection: str = "validation"  # the head is chosen on the validation split (LARYBench), or "held-out"
+    held_out_fraction: float = 0.1  # with "held-out": the share of train rows set aside to choose the head on
 
 
 class SelfAttention(nn.Module):
@@ -177,6 +179,7 @@ class ClassificationResult:
     num_classes: int
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
 
 
 def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -194,12 +197,22 @@ def train_classification(
     accelerator: Accelerator,
     num_classes: int | None = None,
 ) -> ClassificationResult:
-    """Train all heads; the reported accuracy is the best head's top-1 on the validation rows after the last epoch.
+    """Train all heads; the reported accuracy is the chosen head's top-1 on the validation rows after the last epoch.
 
-    The features are `[rows, tokens, D]` or `[rows, pairs, tokens, D]`, each step reading only its process's rows.
+    The head is the one with the best top-1 after the last epoch on the validation rows (`config.selection`
+    "validation", as LARYBench), or on `config.held_out_fraction` of the train rows, which it then does not train on
+    ("held-out": the reported accuracy was not tuned on). The features are `[rows, tokens, D]` or
+    `[rows, pairs, tokens, D]`, each step reading only its process's rows.
     """
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
     num_pairs = train_features.shape[1] if len(train_features.shape) == 4 else 1
+    held_out = None
+    if config.selection == "held-out":
+        fit, held = held_out_split(len(train_features), config.held_out_fraction, config.seed)
+        held_out = (RowSubset(train_features, held), train_labels[held])
+        train_features, train_labels = RowSubset(train_features, fit), train_labels[fit]
+    elif config.selection != "validation":
+        raise LaryError(f"selection must be 'validation' or 'held-out', not {config.selection!r}")
     torch.manual_seed(config.seed)
     model = MultiHeadProbe(
         [AttentiveProbe(train_features.shape[-1], num_classes, num_pairs, config) for _ in config.heads]
@@ -213,45 +226,47 @@ def train_classification(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     probe = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(config.seed)
     weights = class_balanced_weights(train_labels) if config.class_balanced else None
     num_heads = len(config.heads)
+
+    def batch_loss(logits: torch.Tensor, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        labels = train_labels[rows].to(accelerator.device)
+        losses = torch.stack(
+            [F.cross_entropy(head, labels, label_smoothing=config.label_smoothing, reduction="sum") for head in logits]
+        )
+        correct = (logits.argmax(-1) == labels).sum(-1)
+        # loss per head, correct per head, rows; the objective sums this process's rows, scaled to the global mean
+        stats = [*losses.tolist(), *correct.tolist(), len(rows)]
+        return losses.sum() * accelerator.num_processes / len(batch), stats
+
     history = []
-    for epoch in tqdm(range(1, config.epochs + 1), desc="classification probe", disable=not accelerator.is_main_process):
-        sums = [0.0] * (2 * num_heads + 1)  # loss per head, correct per head, rows
-        batches = epoch_batches(len(train_features), config.batch_size, generator, weights)
-        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
-        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
-            rows = local_rows(batch, accelerator)
-            labels = train_labels[rows].to(accelerator.device)
-            logits = model(features.to(accelerator.device))
-            losses = torch.stack(
-                [F.cross_entropy(head, labels, label_smoothing=config.label_smoothing, reduction="sum") for head in logits]
-            )
-            # Sum over this process's rows, scaled so that the gradient averaged over processes is the global-batch mean.
-            accelerator.backward(losses.sum() * accelerator.num_processes / len(batch))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            correct = (logits.argmax(-1) == labels).sum(-1)
-            for head in range(num_heads):
-                sums[head] += losses[head].item()
-                sums[num_heads + head] += correct[head].item()
-            sums[-1] += len(rows)
-        sums = reduce_sum(sums, accelerator)
+    epochs = train_epochs(
+        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
+        torch.Generator().manual_seed(config.seed), weights, desc="classification probe",
+    )
+    for epoch, sums in epochs:
         logits = predict(probe, val_features, config.batch_size, accelerator, (num_heads, len(val_features), num_classes))
         val_loss = [F.cross_entropy(head, val_labels).item() for head in logits]
         val_accuracy = [(head.argmax(-1) == val_labels).double().mean().item() for head in logits]
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": [value / sums[-1] for value in sums[:num_heads]],
-                "train_accuracy": [value / sums[-1] for value in sums[num_heads:-1]],
-                "validation_loss": val_loss,
-                "validation_accuracy": val_accuracy,
-            }
+        entry = {
+            "epoch": epoch,
+            "train_loss": [value / sums[-1] for value in sums[:num_heads]],
+            "train_accuracy": [value / sums[-1] for value in sums[num_heads:-1]],
+            "validation_loss": val_loss,
+            "validation_accuracy": val_accuracy,
+        }
+        if held_out is not None:
+            held_features, held_labels = held_out
+            held_logits = predict(probe, held_features, config.batch_size, accelerator, (num_heads, len(held_labels), num_classes))
+            entry["held_out_accuracy"] = [(head.argmax(-1) == held_labels).double().mean().item() for head in held_logits]
+        history.append(entry)
+    scores = history[-1]["held_out_accuracy" if held_out is not None else "validation_accuracy"]
+    best_head = int(np.argmax(scores))
+    selection = {"on": config.selection, "head": best_head, "score": scores[best_head]}
+    if held_out is not None:
+        selection.update(
+            held_out_fraction=config.held_out_fraction, held_out_rows=len(held_out[1]), train_rows=len(train_labels)
         )
-    best_head = int(np.argmax(history[-1]["validation_accuracy"]))
     return ClassificationResult(
         accuracy=history[-1]["validation_accuracy"][best_head],
         best_head=best_head,
@@ -259,4 +274,5 @@ def train_classification(
         num_classes=num_classes,
         history=history,
         config=asdict(config),
+        selection=selection,
     )

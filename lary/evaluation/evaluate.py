@@ -68,6 +68,7 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
         label_smoothing=args.label_smoothing,
         class_balanced=args.class_balanced,
         seed=args.seed,
+        selection=args.selection,
     )
     result = train_classification(
         train.features, torch.from_numpy(train.labels), validation.features, torch.from_numpy(validation.labels),
@@ -87,6 +88,7 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
         "metric": "top1_accuracy",
         "value": result.accuracy,
         "best_head": result.best_head,
+        "selection": result.selection,
         "heads": heads,
         "label_names": names,
         "confusion_matrix": confusion.tolist(),
@@ -105,6 +107,7 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
         batch_size=args.batch_size,
         warmup_fraction=args.warmup_fraction,
         seed=args.seed,
+        selection=args.selection,
     )
     result = train_regression(
         train.features, train.actions, validation.features, validation.actions,
@@ -117,6 +120,7 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
         "metric": "normalized_mse",
         "value": result.mse,
         "best_epoch": result.best_epoch,
+        "selection": result.selection,
         "per_dimension_mse": result.per_dimension_mse,
         "per_robot_mse": result.per_robot_mse,
         "normalization": result.normalization,

@@ -10,17 +10,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from lary.errors import LaryError
 
 from .training import (
     Rows,
-    epoch_batches,
-    local_rows,
+    RowSubset,
+    held_out_split,
     predict,
-    read_ahead,
-    reduce_sum,
+    train_epochs,
     warmup_constant,
 )
 
@@ -38,6 +36,8 @@ class RegressionConfig:
     warmup_fraction: float = 0.1
     huber_delta: float = 1.0
     seed: int = 0
+    selection: str = "validation"  # the epoch is chosen on the validation split (LARYBench), or "held-out"
+    held_out_fraction: float = 0.1  # with "held-out": the share of train rows set aside to choose the epoch on
 
 
 class ResidualBlock(nn.Module):
@@ -127,6 +127,7 @@ class RegressionResult:
     history: list[dict] = field(default_factory=list)
     normalization: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
 
 
 def masked_mse(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
@@ -144,12 +145,24 @@ def train_regression(
     val_robot_types: list[str] | None = None,
 ) -> RegressionResult:
     """Train one MLPResNet on z-scored targets (padded to the largest dof when robot types differ, padding masked out
-    of loss and metrics); report the validation MSE of the best epoch. Each step reads only its process's rows."""
+    of loss and metrics); report the validation MSE at the chosen epoch. Each step reads only its process's rows.
+
+    The epoch is the one with the lowest MSE on the validation rows (`config.selection` "validation", as LARYBench),
+    or on `config.held_out_fraction` of the train rows, which it then does not train on ("held-out": the reported MSE
+    was not tuned on). The normalization statistics come from all train rows either way, so both report in the same
+    units."""
     normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
     stride = train_actions[0].shape[0]
     dof = max(action.shape[1] for action in train_actions + val_actions)
     train_targets, train_mask = pad_targets(normalizer.normalize(train_actions, train_robot_types), stride, dof)
     val_targets, val_mask = pad_targets(normalizer.normalize(val_actions, val_robot_types), stride, dof)
+    held_out = None
+    if config.selection == "held-out":
+        fit, held = held_out_split(len(train_features), config.held_out_fraction, config.seed)
+        held_out = (RowSubset(train_features, held), train_targets[held], train_mask[held])
+        train_features, train_targets, train_mask = RowSubset(train_features, fit), train_targets[fit], train_mask[fit]
+    elif config.selection != "validation":
+        raise LaryError(f"selection must be 'validation' or 'held-out', not {config.selection!r}")
 
     torch.manual_seed(config.seed)
     model = MLPResNet(math.prod(train_features.shape[1:]), stride * dof, config.hidden_dim, config.residual_blocks)
@@ -158,42 +171,48 @@ def train_regression(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(int(config.warmup_fraction * total_steps)))
     model, optimizer = accelerator.prepare(model, optimizer)
     probe = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(config.seed)
+
+    def batch_loss(predictions: torch.Tensor, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        mask = train_mask[rows].to(accelerator.device)
+        loss = F.huber_loss(
+            predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
+        )
+        # the objective: the mean over the real entries of the global batch, once gradients are averaged over processes
+        return loss * accelerator.num_processes / train_mask[batch].sum(), [loss.item(), mask.sum().item()]
+
     history, best = [], None
-    for epoch in tqdm(range(1, config.epochs + 1), desc="regression probe", disable=not accelerator.is_main_process):
-        loss_sum, entries = 0.0, 0.0
-        batches = epoch_batches(len(train_features), config.batch_size, generator)
-        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
-        for batch, features in read_ahead(batches, lambda batch: train_features[local_rows(batch, accelerator)]):
-            rows = local_rows(batch, accelerator)
-            mask = train_mask[rows].to(accelerator.device)
-            predictions = model(features.to(accelerator.device))
-            loss = F.huber_loss(
-                predictions[mask], train_targets[rows].to(accelerator.device)[mask], delta=config.huber_delta, reduction="sum"
-            )
-            # Mean over the real entries of the global batch, once the gradients are averaged over processes.
-            accelerator.backward(loss * accelerator.num_processes / train_mask[batch].sum())
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            loss_sum += loss.item()
-            entries += mask.sum().item()
-        loss_sum, entries = reduce_sum([loss_sum, entries], accelerator)
+    epochs = train_epochs(
+        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
+        torch.Generator().manual_seed(config.seed), desc="regression probe",
+    )
+    for epoch, (loss_sum, entries) in epochs:
         predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
         mse = masked_mse(predictions, val_targets, val_mask)
-        history.append({"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse})
-        if best is None or mse < best[0]:
-            best = (mse, epoch, predictions)
-    mse, best_epoch, predictions = best
+        entry = {"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse}
+        if held_out is not None:
+            held_features, held_targets, held_mask = held_out
+            held_predictions = predict(probe, held_features, config.batch_size, accelerator, (len(held_features), stride * dof))
+            entry["held_out_mse"] = masked_mse(held_predictions, held_targets, held_mask)
+        history.append(entry)
+        score = entry["held_out_mse" if held_out is not None else "validation_mse"]
+        if best is None or score < best[0]:
+            best = (score, epoch, predictions)
+    score, best_epoch, predictions = best
+    selection = {"on": config.selection, "epoch": best_epoch, "score": score}
+    if held_out is not None:
+        selection.update(
+            held_out_fraction=config.held_out_fraction, held_out_rows=len(held_out[0]), train_rows=len(train_features)
+        )
     squared = ((predictions - val_targets) ** 2 * val_mask).reshape(-1, stride, dof)
     counts = val_mask.reshape(-1, stride, dof).sum((0, 1)).clamp(min=1)
     groups = _group(val_actions, val_robot_types)
     return RegressionResult(
-        mse=mse,
+        mse=history[best_epoch - 1]["validation_mse"],
         best_epoch=best_epoch,
         per_dimension_mse=(squared.sum((0, 1)) / counts).tolist(),
         per_robot_mse={robot: masked_mse(predictions[rows], val_targets[rows], val_mask[rows]) for robot, rows in groups.items()},
         history=history,
         normalization=normalizer.to_json(),
         config=asdict(config),
+        selection=selection,
     )

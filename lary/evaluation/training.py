@@ -1,5 +1,5 @@
-"""What both probes share: batch order, sharding a global batch over processes, reading rows ahead, schedules,
-evaluation."""
+"""What both probes share: the training loop (batch order, sharding a global batch over processes, reading rows
+ahead), schedules, evaluation, and the held-out slice that `--selection held-out` chooses the head or epoch on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Protocol, TypeVar
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from lary.errors import LaryError
 
 Batch = TypeVar("Batch")
 
@@ -23,6 +26,36 @@ class Rows(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
+
+
+SELECTIONS = ("validation", "held-out")
+
+
+class RowSubset:
+    """Rows `index` of `rows`, renumbered from 0: a slice of a split that still reads only the rows it is asked for."""
+
+    def __init__(self, rows: Rows, index: torch.Tensor):
+        self.rows, self.index = rows, index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.rows.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.rows[self.index[rows]]
+
+
+def held_out_split(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row numbers to train on and to hold out (`fraction` of them, at least one each), drawn at random from `seed`;
+    both sorted, so reads keep the split's order."""
+    if num_rows < 2:
+        raise LaryError(f"a held-out slice needs at least 2 train rows; the train split has {num_rows}")
+    held = min(max(1, round(fraction * num_rows)), num_rows - 1)
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
+    return order[held:].sort().values, order[:held].sort().values
 
 
 def epoch_batches(
@@ -40,6 +73,45 @@ def epoch_batches(
 def local_rows(batch: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
     """This process's share of a global batch (every `num_processes`-th row)."""
     return batch[accelerator.process_index :: accelerator.num_processes]
+
+
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[float]]]
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    features: Rows,
+    batch_loss: BatchLoss,
+    epochs: int,
+    batch_size: int,
+    accelerator: Accelerator,
+    generator: torch.Generator,
+    weights: torch.Tensor | None = None,
+    desc: str = "probe",
+) -> Iterator[tuple[int, list[float]]]:
+    """The probes' training loop: yields `(epoch, statistics)` after each epoch, for the caller to evaluate.
+
+    Each step reads this process's rows of a global batch (the next batch read meanwhile), runs `model` on them and
+    calls `batch_loss(outputs, rows, batch)` with this process's row numbers and the global batch; it returns the
+    objective to back-propagate (scaled so that the gradient averaged over processes is the global batch's) and
+    per-step statistics, which are summed over steps and processes. Batches smaller than the number of processes are
+    skipped, so that every process steps together.
+    """
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not accelerator.is_main_process):
+        sums: list[float] = []
+        batches = epoch_batches(len(features), batch_size, generator, weights)
+        batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)
+        for batch, rows_features in read_ahead(batches, lambda batch: features[local_rows(batch, accelerator)]):
+            rows = local_rows(batch, accelerator)
+            objective, stats = batch_loss(model(rows_features.to(accelerator.device)), rows, batch)
+            accelerator.backward(objective)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            sums = [total + value for total, value in zip(sums, stats)] if sums else list(stats)
+        yield epoch, reduce_sum(sums, accelerator)
 
 
 def read_ahead(batches: Iterable[Batch], read: Callable[[Batch], torch.Tensor]) -> Iterator[tuple[Batch, torch.Tensor]]:

@@ -1,29 +1,46 @@
-"""Does a trained model's latent action carry the motion? A linear probe on synthetic clips' directions."""
+"""Does a model's latent action carry the motion? Scores on synthetic clips whose direction is known: a linear probe
+of the direction from each representation, codebook use, and how much the decoder relies on the action.
+
+`examples/tiny_lapa_dinov3_numbers.py` computes the embedded model's card with these; the tests score the embedded
+model and a fresh `lary train` run with them.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lary import LapaDinov3Model, LapaDinov3Processor
 from lary.synthetic import DIRECTIONS, SyntheticClip
 
+# What the decoder is conditioned on, from the raw code difference to the projected codebook vector.
+REPRESENTATIONS = ("continuous_latent_actions", "action_indices", "latent_actions")
+
 
 @torch.no_grad()
-def latent_actions(model: LapaDinov3Model, clips: list[SyntheticClip], stride: int = 1, batch_size: int = 32):
-    """Flattened continuous latent actions (pairs, code_seq_len * quant_dim), the pairs' direction labels, and
-    their codebook indices (pairs, code_seq_len), for every (t, t + stride) pair of every clip."""
+def latent_actions(
+    model: LapaDinov3Model, clips: list[SyntheticClip], stride: int = 1, batch_size: int = 32
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """For every (t, t + stride) pair of every clip: each of `REPRESENTATIONS` flattened to (pairs, features)
+    (`action_indices` one-hot), the pairs' direction labels, and their codebook indices (pairs, code_seq_len)."""
     model.eval()
     processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
-    features, labels, indices = [], [], []
+    codebook_size = model.config.codebook_size
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in REPRESENTATIONS}
+    labels, indices = [], []
     for start in range(0, len(clips), batch_size):
         batch = clips[start : start + batch_size]
         output = model(**processor(videos=[list(clip.frames) for clip in batch], stride=stride))
-        features.append(output.continuous_latent_actions.flatten(2).flatten(0, 1))
-        indices.append(output.action_indices.flatten(0, 1))
-        pairs = output.action_indices.shape[1]
-        labels.append(torch.tensor([clip.direction for clip in batch]).repeat_interleave(pairs))
-    return torch.cat(features), torch.cat(labels), torch.cat(indices)
+        codes = output.action_indices.flatten(0, 1)
+        parts["continuous_latent_actions"].append(output.continuous_latent_actions.flatten(0, 1).flatten(1))
+        parts["action_indices"].append(F.one_hot(codes, codebook_size).flatten(1).float())
+        parts["latent_actions"].append(output.latent_actions.flatten(0, 1).flatten(1))
+        indices.append(codes)
+        labels.append(torch.tensor([clip.direction for clip in batch]).repeat_interleave(output.action_indices.shape[1]))
+    return {name: torch.cat(values) for name, values in parts.items()}, torch.cat(labels), torch.cat(indices)
 
 
 def linear_probe_accuracy(
@@ -45,6 +62,51 @@ def linear_probe_accuracy(
         return (probe((test_x - mean) / std).argmax(1) == test_y).float().mean().item()
 
 
-def codebook_usage(indices: torch.Tensor, codebook_size: int) -> float:
-    """Fraction of the codebook's entries that occur in `indices`."""
-    return indices.unique().numel() / codebook_size
+def direction_probe(
+    model: LapaDinov3Model, fit_clips: list[SyntheticClip], test_clips: list[SyntheticClip], stride: int = 1
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Accuracy of a linear probe of the direction from each representation (fit on `fit_clips`, scored on
+    `test_clips`; chance 1/8), and the test pairs' codebook indices."""
+    fit, fit_labels, _ = latent_actions(model, fit_clips, stride)
+    test, test_labels, indices = latent_actions(model, test_clips, stride)
+    return {name: linear_probe_accuracy(fit[name], fit_labels, test[name], test_labels) for name in REPRESENTATIONS}, indices
+
+
+def codebook_use(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Fraction of the codebook's entries that occur in `indices`, and the perplexity of their frequencies."""
+    usage = torch.bincount(indices.flatten(), minlength=codebook_size).double() / indices.numel()
+    return {
+        "codebook_usage": (usage > 0).double().mean().item(),
+        "perplexity": math.exp(-(usage * torch.log(usage + 1e-12)).sum().item()),
+    }
+
+
+@torch.no_grad()
+def decoder_errors(model: LapaDinov3Model, clips: list[SyntheticClip], batch_size: int = 32) -> dict[str, float]:
+    """Feature MSE of the second frame of every consecutive pair: the decoder's prediction, copying the first frame's
+    features, and decoding with another pair's latent actions (the same pair of the previous clip, which moves in
+    another direction). The decoder relies on the action when the first is well below the other two."""
+    model.eval()
+    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
+    firsts, seconds, predictions, actions = [], [], [], []
+    for start in range(0, len(clips), batch_size):
+        batch = clips[start : start + batch_size]
+        output = model(
+            **processor(videos=[list(clip.frames) for clip in batch], stride=1),
+            return_predicted_features=True,
+            output_backbone_features=True,
+        )
+        first, second = output.backbone_features.flatten(0, 1).unbind(1)
+        firsts.append(first)
+        seconds.append(second)
+        predictions.append(output.predicted_features.flatten(0, 1))
+        actions.append(output.latent_actions.flatten(0, 1))
+    first, second, actions = torch.cat(firsts), torch.cat(seconds), torch.cat(actions)
+    other = actions.roll(len(actions) // len(clips), dims=0)  # pairs per clip: each pair gets the previous clip's
+    chunk = batch_size * 8
+    candidates = {
+        "prediction": torch.cat(predictions),
+        "copy_first_frame": first,
+        "other_pair_actions": torch.cat([model.decode(f, a) for f, a in zip(first.split(chunk), other.split(chunk))]),
+    }
+    return {name: F.mse_loss(predicted, second).item() for name, predicted in candidates.items()}

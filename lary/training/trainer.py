@@ -131,6 +131,10 @@ def train(args: TrainConfig) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
+    if accelerator.num_processes > 1:
+        # The processes seeded alike to build the same (random) backbone and initial weights; NSVQ's noise must
+        # differ between them, as it does between the rows of one batch on one process (resume restores each state).
+        torch.manual_seed(args.seed + accelerator.process_index)
 
     start = _resume(accelerator, unwrapped, out) if args.resume else 0
     sampler = StepBatchSampler(
