@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lary.errors import LaryError
+from lary.extract.memory import release_free_memory
 from lary.extract.plan import Segment, WorkUnit
 from lary.extract.sources import Source
 
@@ -91,7 +92,10 @@ class UnitStream(IterableDataset):
         worker = get_worker_info()
         positions = range(len(self.units)) if worker is None else range(worker.id, len(self.units), worker.num_workers)
         for position in positions:
-            yield from self._unit(position)
+            for item in self._unit(position):
+                yield item
+                if worker is not None:
+                    release_free_memory()
 
     def _unit(self, position: int) -> Iterator[Batch | UnitEnd]:
         errors: list[dict[str, Any]] = []
