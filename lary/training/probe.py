@@ -107,6 +107,8 @@ def decoder_errors(model: LapaDinov3Model, clips: list[SyntheticClip], batch_siz
     candidates = {
         "prediction": torch.cat(predictions),
         "copy_first_frame": first,
-        "other_pair_actions": torch.cat([model.decode(f, a) for f, a in zip(first.split(chunk), other.split(chunk))]),
+        "other_pair_actions": torch.cat(
+            [model.decode(f, a).last_hidden_state for f, a in zip(first.split(chunk), other.split(chunk))]
+        ),
     }
     return {name: F.mse_loss(predicted, second).item() for name, predicted in candidates.items()}
