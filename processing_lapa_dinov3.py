@@ -23,7 +23,10 @@ Frame = Any  # PIL.Image.Image | np.ndarray (H, W, 3) uint8 | torch.Tensor (3, H
 # "bicubic": LARYBench's OpenCV INTER_CUBIC (no antialiasing); "pil_bicubic_antialias": PIL's bicubic, which widens its
 # filter when downsampling (smoother frames, other codes than the reference on detailed footage).
 RESAMPLES = ("bicubic", "pil_bicubic_antialias")
-RESIZE_CHUNK = 16  # frames resized at once: bounds the float copy of full-resolution frames
+# Values converted to float at once while resizing: on CPU about one 480x640 frame, so the float copy is a buffer the
+# allocator reuses (a 16-frame copy was a fresh 60 MB mapping each call, and its page faults made the resize 1.7x
+# slower); on a GPU, where memory is reused by torch's allocator, many frames per kernel launch.
+RESIZE_CHUNK_VALUES = {"cpu": 2**20, "cuda": 2**26}
 
 
 class LapaDinov3ProcessorKwargs(TypedDict, total=False):
@@ -51,12 +54,13 @@ def resize_frames(frames: torch.Tensor, size: int, resample: str = "bicubic") ->
         raise ValueError(f"resample={resample!r} is not one of {RESAMPLES}")
     # transposed while still uint8 (a quarter of the bytes), then resampled from contiguous float planes: 12% faster
     # than converting the channels-last view, with the same numbers
+    chunk_frames = max(1, RESIZE_CHUNK_VALUES.get(frames.device.type, 2**26) // frames[0].numel())
     chunks = [
         F.interpolate(chunk.contiguous().float(), size=(size, size), mode="bicubic", align_corners=False, antialias=False)
         .round_()
         .clamp_(0, 255)
         .to(torch.uint8)
-        for chunk in channels_first.split(RESIZE_CHUNK)
+        for chunk in channels_first.split(chunk_frames)
     ]
     return torch.cat(chunks)
 

@@ -59,7 +59,7 @@ def write_videos(folder: Path, count: int, frames: int) -> Path:
     return folder
 
 
-SHAPES = [(width, depth) for width in (64, 96, 128) for depth in (1, 2, 3, 4, 6)]  # candidate (width, backbone depth)
+SHAPES = [(width, depth) for width in (32, 64, 96, 128) for depth in (1, 2, 3, 4, 6)]  # candidate (width, backbone depth)
 
 
 def save_model(folder: Path, width: int, depth: int) -> Path:

@@ -28,7 +28,7 @@ from lary.errors import LaryError, MediaError
 from lary.extract import plan, rows, shards
 from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream
-from lary.extract.memory import release_free_memory
+from lary.extract.memory import PeriodicRelease
 from lary.extract.models import (
     EncoderFeatureExtractor,
     Extractor,
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
-TRIM_SECONDS = 5.0  # how often the main process hands freed memory back (`lary.extract.memory`)
 PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
 
 
@@ -214,7 +213,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
                     desc=f"extract (process 1 of {state.num_processes})")
     pairs_done, start = 0, time.perf_counter()
-    trimmed = start
+    release = PeriodicRelease()
     # The workers fork from this process: with its objects frozen, no garbage collection (here or in a worker)
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
     # run. With the heap trimmed as well, a 9,000-frame video peaks at 1.1x the memory of a 1,000-frame one (1.8x
@@ -231,9 +230,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
             pairs_done += item.pairs
             progress.update(item.pairs if source.layout == "pair" else len(item.pieces))
             progress.set_postfix({"pairs/s": f"{pairs_done / max(time.perf_counter() - start, 1e-9):.1f}"})
-            if time.perf_counter() - trimmed > TRIM_SECONDS:
-                release_free_memory()
-                trimmed = time.perf_counter()
+            release()
     finally:
         gc.unfreeze()
     writers.finish()

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lary.errors import LaryError
-from lary.extract.memory import release_free_memory
+from lary.extract.memory import PeriodicRelease
 from lary.extract.plan import Segment, WorkUnit
 from lary.extract.sources import Source
 
@@ -91,11 +91,12 @@ class UnitStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch | UnitEnd]:
         worker = get_worker_info()
         positions = range(len(self.units)) if worker is None else range(worker.id, len(self.units), worker.num_workers)
+        release = PeriodicRelease()
         for position in positions:
             for item in self._unit(position):
                 yield item
                 if worker is not None:
-                    release_free_memory()
+                    release()
 
     def _unit(self, position: int) -> Iterator[Batch | UnitEnd]:
         errors: list[dict[str, Any]] = []
