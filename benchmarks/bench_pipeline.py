@@ -74,9 +74,9 @@ def save_model(folder: Path, width: int, depth: int) -> Path:
     return folder
 
 
-def config_for(model: Path, videos: Path, out: Path, workers: int = 1) -> ExtractConfig:
+def config_for(model: Path, videos: Path, out: Path) -> ExtractConfig:
     return ExtractConfig(model=str(model), videos=[str(videos / "*.mp4")], out=out, batch_size=BATCH, cpu=True,
-                         num_workers=workers, threads=1, shard_size=10**6)
+                         num_workers=1, threads=1, shard_size=10**6)
 
 
 def prepared_batches(model: Path, videos: Path, scratch: Path) -> tuple[Source, list[plan.WorkUnit], LatentActionExtractor]:

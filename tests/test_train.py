@@ -216,7 +216,7 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path):
     # The processes hold the same weights, codebook included, right after every dead-code replacement (the usage is
     # summed over them and both draw the same replacements): one code replaced at step 10 in training, and at step
     # 20 only code 2 of the set counts.
-    single, rank0, rank1 = (torch.load(path, weights_only=False)["replacements"] for path in
+    single, rank0, rank1 = (torch.load(path, weights_only=True)["replacements"] for path in
                             (one / "record-0.pt", two / "record-0.pt", two / "record-1.pt"))
     assert [r["step"] for r in rank0] == [10, 20]
     assert [r["replaced"] for r in rank0] == [r["replaced"] for r in single] == [1, 1]
@@ -226,7 +226,7 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path):
             torch.testing.assert_close(b["state"][key], a["state"][key], rtol=0, atol=0, msg=key)
     torch.testing.assert_close(rank0[-1]["state"]["quantizer.codebook"], expected["quantizer.codebook"], rtol=0, atol=2 * lr)
     # Left to themselves, the processes would draw different NSVQ noise, as the rows of one batch do.
-    states = [torch.load(two / f"record-{rank}.pt", weights_only=False)["rng_state"] for rank in (0, 1)]
+    states = [torch.load(two / f"record-{rank}.pt", weights_only=True)["rng_state"] for rank in (0, 1)]
     assert not torch.equal(*states)
 
 

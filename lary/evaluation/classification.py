@@ -11,13 +11,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
 
-from lary.errors import LaryError
-
 from .training import (
     Rows,
-    RowSubset,
-    held_out_split,
     predict,
+    selection_record,
+    split_for_selection,
     train_epochs,
     warmup_cosine,
 )
@@ -206,13 +204,9 @@ def train_classification(
     """
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
     num_pairs = train_features.shape[1] if len(train_features.shape) == 4 else 1
-    held_out = None
-    if config.selection == "held-out":
-        fit, held = held_out_split(len(train_features), config.held_out_fraction, config.seed)
-        held_out = (RowSubset(train_features, held), train_labels[held])
-        train_features, train_labels = RowSubset(train_features, fit), train_labels[fit]
-    elif config.selection != "validation":
-        raise LaryError(f"selection must be 'validation' or 'held-out', not {config.selection!r}")
+    (train_features, train_labels), held_out = split_for_selection(
+        config.selection, config.held_out_fraction, config.seed, train_features, train_labels
+    )
     torch.manual_seed(config.seed)
     model = MultiHeadProbe(
         [AttentiveProbe(train_features.shape[-1], num_classes, num_pairs, config) for _ in config.heads]
@@ -262,11 +256,8 @@ def train_classification(
         history.append(entry)
     scores = history[-1]["held_out_accuracy" if held_out is not None else "validation_accuracy"]
     best_head = int(np.argmax(scores))
-    selection = {"on": config.selection, "head": best_head, "score": scores[best_head]}
-    if held_out is not None:
-        selection.update(
-            held_out_fraction=config.held_out_fraction, held_out_rows=len(held_out[1]), train_rows=len(train_labels)
-        )
+    selection = selection_record(config.selection, config.held_out_fraction, held_out, len(train_labels),
+                                 head=best_head, score=scores[best_head])
     return ClassificationResult(
         accuracy=history[-1]["validation_accuracy"][best_head],
         best_head=best_head,

@@ -15,9 +15,9 @@ from lary.errors import LaryError
 
 from .training import (
     Rows,
-    RowSubset,
-    held_out_split,
     predict,
+    selection_record,
+    split_for_selection,
     train_epochs,
     warmup_constant,
 )
@@ -156,14 +156,9 @@ def train_regression(
     dof = max(action.shape[1] for action in train_actions + val_actions)
     train_targets, train_mask = pad_targets(normalizer.normalize(train_actions, train_robot_types), stride, dof)
     val_targets, val_mask = pad_targets(normalizer.normalize(val_actions, val_robot_types), stride, dof)
-    held_out = None
-    if config.selection == "held-out":
-        fit, held = held_out_split(len(train_features), config.held_out_fraction, config.seed)
-        held_out = (RowSubset(train_features, held), train_targets[held], train_mask[held])
-        train_features, train_targets, train_mask = RowSubset(train_features, fit), train_targets[fit], train_mask[fit]
-    elif config.selection != "validation":
-        raise LaryError(f"selection must be 'validation' or 'held-out', not {config.selection!r}")
-
+    (train_features, train_targets, train_mask), held_out = split_for_selection(
+        config.selection, config.held_out_fraction, config.seed, train_features, train_targets, train_mask
+    )
     torch.manual_seed(config.seed)
     model = MLPResNet(math.prod(train_features.shape[1:]), stride * dof, config.hidden_dim, config.residual_blocks)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -198,11 +193,8 @@ def train_regression(
         if best is None or score < best[0]:
             best = (score, epoch, predictions)
     score, best_epoch, predictions = best
-    selection = {"on": config.selection, "epoch": best_epoch, "score": score}
-    if held_out is not None:
-        selection.update(
-            held_out_fraction=config.held_out_fraction, held_out_rows=len(held_out[0]), train_rows=len(train_features)
-        )
+    selection = selection_record(config.selection, config.held_out_fraction, held_out, len(train_features),
+                                 epoch=best_epoch, score=score)
     squared = ((predictions - val_targets) ** 2 * val_mask).reshape(-1, stride, dof)
     counts = val_mask.reshape(-1, stride, dof).sum((0, 1)).clamp(min=1)
     groups = _group(val_actions, val_robot_types)

@@ -58,6 +58,27 @@ def held_out_split(num_rows: int, fraction: float, seed: int) -> tuple[torch.Ten
     return order[held:].sort().values, order[:held].sort().values
 
 
+def split_for_selection(
+    selection: str, fraction: float, seed: int, features: Rows, *targets: torch.Tensor
+) -> tuple[tuple, tuple | None]:
+    """`(features, *targets)` to train on, and the rows to choose the head or epoch on: None for `selection`
+    "validation" (the validation split, as LARYBench), else ("held-out") `fraction` of the train rows, set aside."""
+    if selection == "validation":
+        return (features, *targets), None
+    if selection != "held-out":
+        raise LaryError(f"selection must be one of {SELECTIONS}, not {selection!r}")
+    fit, held = held_out_split(len(features), fraction, seed)
+    return (RowSubset(features, fit), *(t[fit] for t in targets)), (RowSubset(features, held), *(t[held] for t in targets))
+
+
+def selection_record(selection: str, fraction: float, held_out: tuple | None, train_rows: int, **choice) -> dict:
+    """What `results.json` says of the choice: on which rows, what was chosen and its score (held-out: how many rows)."""
+    record = {"on": selection, **choice}
+    if held_out is not None:
+        record.update(held_out_fraction=fraction, held_out_rows=len(held_out[0]), train_rows=train_rows)
+    return record
+
+
 def epoch_batches(
     num_rows: int, batch_size: int, generator: torch.Generator, weights: torch.Tensor | None = None
 ) -> Iterator[torch.Tensor]:

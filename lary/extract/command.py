@@ -218,7 +218,8 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
     # run. With the heap trimmed as well, a 9,000-frame video peaks at 1.1x the memory of a 1,000-frame one (1.8x
     # with neither; benchmarks/bench_long_video.py).
-    gc.freeze()
+    if workers:
+        gc.freeze()
     try:
         for item in loader:
             if isinstance(item, UnitEnd):
