@@ -4,7 +4,10 @@ the independent reference; the golden model's codes on real robot video; decodin
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -84,6 +87,24 @@ def test_pyav_decodes_what_opencv_decodes(tmp_path):
         ours = read_video(path)
         assert ours.shape == np.stack(opencv).shape
         assert np.abs(ours.astype(int) - np.stack(opencv).astype(int)).max() <= 2, path  # measured: identical
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc (Linux)")
+def test_decoding_runs_on_the_calling_thread_with_pyav_default_pixels(tmp_path):
+    """A decoding worker uses one core: FFmpeg starts no threads of its own (PyAV's default starts one per core to
+    decode, and more per frame to convert to RGB), and the pixels are those of PyAV's default decoding."""
+    frames = np.concatenate([make_clip(d, num_frames=6, size=240, seed=d).frames for d in range(2)])
+    path = write_video(np.ascontiguousarray(np.concatenate([frames, frames[:, :, :80]], axis=2)), tmp_path / "v.mp4", fps=25)
+    with av.open(str(path)) as container:
+        default = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    read_video(path)  # FFmpeg's first use may start a thread of its own, once
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    assert {threads() for _ in decode_video(path)} == {before}
+    assert np.array_equal(read_video(path), default)
 
 
 def test_the_resample_option_is_saved_with_the_model_and_read_back(tmp_path):
