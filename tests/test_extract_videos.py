@@ -21,6 +21,10 @@ from test_extract import ENV, extract, read_manifest, read_output, save_tiny_mod
 from transformers import AutoModel
 
 from lary import LapaDinov3Processor
+from lary.extract.loader import Batch, UnitStream
+from lary.extract.models import LatentActionExtractor
+from lary.extract.plan import WorkUnit, pair_units
+from lary.extract.sources import VideoSource
 from lary.frames import read_video
 from lary.synthetic import make_clip, write_video
 
@@ -129,6 +133,22 @@ def test_any_number_of_workers_writes_the_same_rows(tmp_path, tiny_model, long_v
     assert list(outputs[0]) == list(outputs[2])
     for name, table in outputs[0].items():
         assert table.equals(outputs[2][name]), name  # same rows, same order, same values
+
+
+def test_a_full_batch_leaves_before_the_next_window_is_decoded(tiny_model, model, long_video):
+    """The first batch reaches the model after one window of frames, not two (a worker's first batch is the wait
+    before anything is computed)."""
+    source, pulled = VideoSource([str(long_video)]), []
+    frames = source.frames
+    source.frames = lambda segment, stop: (pulled.append(frame.index) or frame for frame in frames(segment, stop))
+    length, pts = source.length(0)
+    segments = pair_units([length - 1], 100, [pts])[0]
+    stream = iter(UnitStream(source, [WorkUnit(0, 1, 0, tuple(segments))], LatentActionExtractor(model, str(tiny_model), 8), 8, 1))
+    first = next(stream)
+    assert isinstance(first, Batch) and first.pairs == 8
+    assert len(pulled) == 9  # frames 0..8: the batch's 8 pairs
+    batches = [first, *(item for item in stream if isinstance(item, Batch))]
+    assert [batch.pairs for batch in batches] == [8] * 11 + [1]  # 89 pairs, cut as before
 
 
 def test_a_long_video_gives_the_pairs_of_the_same_frames_cut_into_clips(tmp_path, tiny_model, long_video):

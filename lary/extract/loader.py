@@ -108,6 +108,9 @@ class UnitStream(IterableDataset):
                     yield Batch(position, pending)
                     pending = []
                 pending.append(piece)
+                if sum(p.pairs for p in pending) == self.batch_size:  # full: sent now, not after the next piece
+                    yield Batch(position, pending)
+                    pending = []
         if pending:
             yield Batch(position, pending)
         yield UnitEnd(position, errors)
