@@ -4,7 +4,8 @@ Writes 480x640 H.264 videos, picks a LAPA-DINOv3 shape (random weights) whose mo
 decode+resize time per frame on one CPU core, then measures, with rounds interleaved (loader, model, extract, ...):
 - loader-only: the `lary extract` DataLoader with 1 worker (decode with PyAV, resize to 224 with the processor),
   frames/s, no model;
-- model-only: the extractor on already prepared frames, pairs/s, `torch.set_num_threads(1)`;
+- model-only: the extractor on the run's prepared frames (the very batches end to end computes, at `lary extract`'s
+  default batch size), pairs/s, `torch.set_num_threads(1)`;
 - end-to-end: `lary extract` (1 worker, 1 torch thread) over the same videos, pairs/s of its extraction loop.
 - model-only while decoding: model-only again while another process decodes on the other core. Two busy cores run
   slower than one (shared caches and memory bandwidth; on a shared VM, the host's other tenants), so this is the
@@ -43,7 +44,7 @@ from lary.extract.models import LatentActionExtractor
 from lary.extract.sources import Source
 from lary.synthetic import write_video
 
-BATCH = 16
+BATCH = ExtractConfig.__dataclass_fields__["batch_size"].default  # `lary extract`'s default
 
 
 def write_videos(folder: Path, count: int, frames: int) -> Path:
@@ -90,10 +91,11 @@ def prepared_batches(model: Path, videos: Path, scratch: Path) -> tuple[Source, 
     return source, units, extractor
 
 
-def first_batches(source: Source, units: list[plan.WorkUnit], extractor: LatentActionExtractor) -> list[Batch]:
-    """The first dozen prepared batches (the model-only measurements cycle through them)."""
+def decoded_batches(source: Source, units: list[plan.WorkUnit], extractor: LatentActionExtractor,
+                    limit: int | None = None) -> list[Batch]:
+    """The run's prepared batches, as `lary extract` cuts them (the first `limit` of them)."""
     stream = iter(UnitStream(source, units, extractor, BATCH, 1))
-    batches = [item for item in itertools.islice(stream, 12) if isinstance(item, Batch)]
+    batches = [item for item in itertools.islice(stream, limit) if isinstance(item, Batch)]
     stream.close()  # closes the video it was reading
     return batches
 
@@ -110,8 +112,7 @@ def loader_frames_per_second(source: Source, units: list[plan.WorkUnit], extract
 
 
 def model_pairs_per_second(batches: list[Batch], extractor: LatentActionExtractor, pairs: int) -> float:
-    """Pairs per second of the model alone over `pairs` pairs, cycling through a few decoded batches (holding every
-    decoded frame would make the process the DataLoader forks for end-to-end runs hundreds of MiB larger)."""
+    """Pairs per second of the model alone over `pairs` pairs, cycling through `batches`."""
     start, done = time.perf_counter(), 0
     for batch in itertools.cycle(batches):
         if done >= pairs:
@@ -168,7 +169,7 @@ def measure(name: str, model: Path, videos: Path, scratch: Path) -> float:
     source, units, extractor = prepared_batches(model, videos, scratch)
     if name == "loader":
         return loader_frames_per_second(source, units, extractor)
-    batches = first_batches(source, units, extractor)
+    batches = decoded_batches(source, units, extractor)  # the very batches end to end computes
     pairs = sum(unit.rows for unit in units)
     if name == "model":
         return model_pairs_per_second(batches, extractor, pairs)
@@ -202,7 +203,7 @@ def main() -> None:
         # the model shape: backbone depth whose pairs/s is closest to the loader's frames/s
         source, units, extractor = prepared_batches(save_model(scratch / "probe", 64, 1), videos, scratch / "p")
         loader_rate = loader_frames_per_second(source, units, extractor)
-        batches = first_batches(source, units, extractor)
+        batches = decoded_batches(source, units, extractor, limit=12)
         pairs = sum(unit.rows for unit in units)
         best = None
         for width, depth in SHAPES:
@@ -222,7 +223,7 @@ def main() -> None:
     loader, model, end_to_end, loaded = (
         statistics.median(results[name]) for name in ("loader", "model", "extract", "model while decoding"))
     print(f"videos: {args.videos} x {args.frames} frames, 480x640 H.264; model width {best[0][0]}, backbone depth {best[0][1]}; "
-          f"1 worker, 1 torch thread; medians of {args.rounds} interleaved rounds")
+          f"batch {BATCH}, 1 worker, 1 torch thread; medians of {args.rounds} interleaved rounds")
     print(f"decode+resize (1 worker = 1 core): {loader:.1f} frames/s per core")
     print(f"loader-only: {loader:.1f} frames/s")
     print(f"model-only: {model:.1f} pairs/s")
