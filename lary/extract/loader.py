@@ -101,16 +101,18 @@ class UnitStream(IterableDataset):
     def _unit(self, position: int) -> Iterator[Batch | UnitEnd]:
         errors: list[dict[str, Any]] = []
         pending: list[Piece] = []
+        pending_pairs = 0
         pieces = self._row_pieces if self.source.layout == "row" else self._pair_pieces
         for segment in self.units[position].segments:
             for piece in pieces(segment, errors):
-                if pending and sum(p.pairs for p in pending) + piece.pairs > self.batch_size:
+                if pending and pending_pairs + piece.pairs > self.batch_size:
                     yield Batch(position, pending)
-                    pending = []
+                    pending, pending_pairs = [], 0
                 pending.append(piece)
-                if sum(p.pairs for p in pending) == self.batch_size:  # full: sent now, not after the next piece
+                pending_pairs += piece.pairs
+                if pending_pairs == self.batch_size:  # full: sent now, not after the next piece
                     yield Batch(position, pending)
-                    pending = []
+                    pending, pending_pairs = [], 0
         if pending:
             yield Batch(position, pending)
         yield UnitEnd(position, errors)

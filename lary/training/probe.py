@@ -8,6 +8,8 @@ model and a fresh `lary train` run with them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,20 +22,27 @@ from lary.synthetic import DIRECTIONS, SyntheticClip
 REPRESENTATIONS = ("continuous_latent_actions", "action_indices", "latent_actions")
 
 
+def _clip_outputs(
+    model: LapaDinov3Model, clips: list[SyntheticClip], stride: int, batch_size: int, **options: bool
+) -> Iterator[tuple[list[SyntheticClip], Any]]:
+    """`(clips, model output)` for batches of `clips` in video mode (every frame encoded once), in eval mode."""
+    model.eval()
+    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
+    for start in range(0, len(clips), batch_size):
+        batch = clips[start : start + batch_size]
+        yield batch, model(**processor(videos=[list(clip.frames) for clip in batch], stride=stride), **options)
+
+
 @torch.no_grad()
 def latent_actions(
     model: LapaDinov3Model, clips: list[SyntheticClip], stride: int = 1, batch_size: int = 32
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """For every (t, t + stride) pair of every clip: each of `REPRESENTATIONS` flattened to (pairs, features)
     (`action_indices` one-hot), the pairs' direction labels, and their codebook indices (pairs, code_seq_len)."""
-    model.eval()
-    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     codebook_size = model.config.codebook_size
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in REPRESENTATIONS}
     labels, indices = [], []
-    for start in range(0, len(clips), batch_size):
-        batch = clips[start : start + batch_size]
-        output = model(**processor(videos=[list(clip.frames) for clip in batch], stride=stride))
+    for batch, output in _clip_outputs(model, clips, stride, batch_size):
         codes = output.action_indices.flatten(0, 1)
         parts["continuous_latent_actions"].append(output.continuous_latent_actions.flatten(0, 1).flatten(1))
         parts["action_indices"].append(F.one_hot(codes, codebook_size).flatten(1).float())
@@ -86,16 +95,9 @@ def decoder_errors(model: LapaDinov3Model, clips: list[SyntheticClip], batch_siz
     """Feature MSE of the second frame of every consecutive pair: the decoder's prediction, copying the first frame's
     features, and decoding with another pair's latent actions (the same pair of the previous clip, which moves in
     another direction). The decoder relies on the action when the first is well below the other two."""
-    model.eval()
-    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     firsts, seconds, predictions, actions = [], [], [], []
-    for start in range(0, len(clips), batch_size):
-        batch = clips[start : start + batch_size]
-        output = model(
-            **processor(videos=[list(clip.frames) for clip in batch], stride=1),
-            return_predicted_features=True,
-            output_backbone_features=True,
-        )
+    outputs = _clip_outputs(model, clips, 1, batch_size, return_predicted_features=True, output_backbone_features=True)
+    for _, output in outputs:
         first, second = output.backbone_features.flatten(0, 1).unbind(1)
         firsts.append(first)
         seconds.append(second)
