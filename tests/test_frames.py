@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from transformers import DINOv3ViTConfig
+from test_extract import extract, read_manifest, read_output, save_tiny_model
+from transformers import AutoModel, DINOv3ViTConfig
 
 from lary import LapaDinov3Processor
 from lary.checkpoint import convert_checkpoint
 from lary.errors import MediaError
 from lary.frames import decode_video, load_processor, probe_video, read_video
-from lary.synthetic import make_clip, write_video
+from lary.synthetic import make_clip, make_clips, write_video
+from lary.training.probe import latent_actions
 
 
 def opencv_pixels(frames: np.ndarray, size: int = 224) -> torch.Tensor:
@@ -135,3 +137,28 @@ def test_decoding_seeks_to_any_frame_of_a_long_video(tmp_path):
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(MediaError, match="unreadable video"):
         list(decode_video(tmp_path / "text.mp4"))
+
+
+def test_a_resample_saved_with_the_model_reaches_extract_and_the_probes(tmp_path):
+    folder = save_tiny_model(tmp_path / "model")
+    antialiased = LapaDinov3Processor(resample="pil_bicubic_antialias")
+    antialiased.save_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    clips = make_clips(2, num_frames=3, size=96)  # not the model's 224: the resample changes the pixels
+    with torch.no_grad():
+        expected, default = (
+            model(**processor(videos=[list(clip.frames) for clip in clips])).continuous_latent_actions.flatten(0, 1)
+            for processor in (antialiased, LapaDinov3Processor())
+        )
+    assert not torch.allclose(expected, default, atol=1e-4)
+
+    probed, _, _ = latent_actions(model, clips)
+    torch.testing.assert_close(probed["continuous_latent_actions"], expected.flatten(1))
+
+    (tmp_path / "videos").mkdir()
+    for index, clip in enumerate(clips):
+        write_video(clip.frames, tmp_path / "videos" / f"{index}.mkv")  # lossless: the clip's own pixels
+    assert extract("--model", str(folder), "--videos", str(tmp_path / "videos" / "*.mkv"), "--out", str(tmp_path / "out")) == 0
+    assert read_manifest(tmp_path / "out")["processor"] == {"size": 224, "resample": "pil_bicubic_antialias"}
+    rows = np.array(read_output(tmp_path / "out").column("continuous_latent_actions").to_pylist())
+    np.testing.assert_allclose(rows, expected.numpy(), atol=1e-5)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lary import LapaDinov3Model, LapaDinov3Processor
+from lary import LapaDinov3Model
+from lary.frames import load_processor
 from lary.synthetic import DIRECTIONS, SyntheticClip
 
 # What the decoder is conditioned on, from the raw code difference to the projected codebook vector.
@@ -25,9 +26,10 @@ REPRESENTATIONS = ("continuous_latent_actions", "action_indices", "latent_action
 def _clip_outputs(
     model: LapaDinov3Model, clips: list[SyntheticClip], stride: int, batch_size: int, **options: bool
 ) -> Iterator[tuple[list[SyntheticClip], Any]]:
-    """`(clips, model output)` for batches of `clips` in video mode (every frame encoded once), in eval mode."""
+    """`(clips, model output)` for batches of `clips` in video mode (every frame encoded once), in eval mode; frames
+    are prepared by the processor saved with the model (`model.name_or_path`), else the default one."""
     model.eval()
-    processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
+    processor = load_processor(model.name_or_path, model.config.backbone_config.image_size)
     for start in range(0, len(clips), batch_size):
         batch = clips[start : start + batch_size]
         yield batch, model(**processor(videos=[list(clip.frames) for clip in batch], stride=stride), **options)
