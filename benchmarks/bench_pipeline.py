@@ -4,6 +4,8 @@ Writes 480x640 H.264 videos, picks a LAPA-DINOv3 shape (random weights) whose mo
 decode+resize time per frame on one CPU core, then measures, with rounds interleaved (loader, model, extract, ...):
 - loader-only: the `lary extract` DataLoader with 1 worker (decode with PyAV, resize to 224 with the processor),
   frames/s, no model;
+- decode-only: the same loader doing what its workers do when the model is on a GPU (decode; the uint8 frames go to
+  the GPU, which resizes them), frames/s: how many cores keep a GPU busy;
 - model-only: the extractor on the run's prepared frames (the very batches end to end computes, at `lary extract`'s
   default batch size), pairs/s, `torch.set_num_threads(1)`;
 - end-to-end: `lary extract` (1 worker, 1 torch thread) over the same videos, pairs/s of its extraction loop.
@@ -101,7 +103,7 @@ def decoded_batches(source: Source, units: list[plan.WorkUnit], extractor: Laten
 
 
 def loader_frames_per_second(source: Source, units: list[plan.WorkUnit], extractor: LatentActionExtractor) -> float:
-    """Frames decoded and resized per second by one DataLoader worker (a video's last frame is not counted, so that
+    """Frames decoded and prepared per second by one DataLoader worker (a video's last frame is not counted, so that
     frames/s compares with pairs/s)."""
     stream = UnitStream(source, units, extractor, BATCH, 1)
     loader = DataLoader(stream, batch_size=None, num_workers=1, collate_fn=lambda item: item)
@@ -157,7 +159,7 @@ def end_to_end_pairs_per_second(model: Path, videos: Path, out: Path) -> float:
     return float(re.findall(r"([\d.]+) pairs/s;", done.stderr)[-1])
 
 
-MEASURES = ("loader", "model", "extract", "model while decoding")
+MEASURES = ("loader", "decode", "model", "extract", "model while decoding")
 
 
 def measure(name: str, model: Path, videos: Path, scratch: Path) -> float:
@@ -168,6 +170,9 @@ def measure(name: str, model: Path, videos: Path, scratch: Path) -> float:
     torch.set_num_threads(1)
     source, units, extractor = prepared_batches(model, videos, scratch)
     if name == "loader":
+        return loader_frames_per_second(source, units, extractor)
+    if name == "decode":
+        extractor.resize_on_device = True  # what the workers do for a model on a GPU: frames leave at their size
         return loader_frames_per_second(source, units, extractor)
     batches = decoded_batches(source, units, extractor)  # the very batches end to end computes
     pairs = sum(unit.rows for unit in units)
@@ -220,11 +225,11 @@ def main() -> None:
                 results[name].append(measure_in_new_process(name, model_dir, videos, scratch / f"{name}{round_}"))
             print(f"round {round_ + 1}: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in results.items()))
 
-    loader, model, end_to_end, loaded = (
-        statistics.median(results[name]) for name in ("loader", "model", "extract", "model while decoding"))
+    loader, decode, model, end_to_end, loaded = (statistics.median(results[name]) for name in MEASURES)
     print(f"videos: {args.videos} x {args.frames} frames, 480x640 H.264; model width {best[0][0]}, backbone depth {best[0][1]}; "
           f"batch {BATCH}, 1 worker, 1 torch thread; medians of {args.rounds} interleaved rounds")
     print(f"decode+resize (1 worker = 1 core): {loader:.1f} frames/s per core")
+    print(f"decode only, the resize left to a GPU (1 worker = 1 core): {decode:.1f} frames/s per core")
     print(f"loader-only: {loader:.1f} frames/s")
     print(f"model-only: {model:.1f} pairs/s")
     print(f"end-to-end lary extract: {end_to_end:.1f} pairs/s")

@@ -91,7 +91,7 @@ class EncoderTransform:
             return (edge, other) if height <= width else (other, edge)
         return self.size["height"], self.size["width"]
 
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+    def __call__(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         out = []
         for frame in frames:
             image = Image.fromarray(frame)

@@ -18,6 +18,7 @@ import torch
 from lary_tree import write_clip
 from PIL import Image
 from test_extract import ENV, extract, read_manifest, read_output, save_tiny_model
+from torch.utils.data import DataLoader
 from transformers import AutoModel
 
 from lary import LapaDinov3Processor
@@ -149,6 +150,28 @@ def test_a_full_batch_leaves_before_the_next_window_is_decoded(tiny_model, model
     assert len(pulled) == 9  # frames 0..8: the batch's 8 pairs
     batches = [first, *(item for item in stream if isinstance(item, Batch))]
     assert [batch.pairs for batch in batches] == [8] * 11 + [1]  # 89 pairs, cut as before
+
+
+def test_frames_left_for_the_device_to_resize_give_the_same_latent_actions(tiny_model, model, long_video):
+    """What the workers do for a model on a GPU (frames sent at their own size, resized where the model is), here on the
+    CPU: the same batches and latent actions as frames resized in the workers."""
+    source = VideoSource([str(long_video)])
+    length, pts = source.length(0)
+    units = [WorkUnit(0, 1, 0, tuple(pair_units([length - 1], 100, [pts])[0]))]
+    outputs = {}
+    for on_device in (False, True):
+        extractor = LatentActionExtractor(model, str(tiny_model), 8)
+        extractor.resize_on_device = on_device
+        stream = UnitStream(source, units, extractor, 8, 1)
+        loader = DataLoader(stream, batch_size=None, num_workers=1, collate_fn=lambda item: item)
+        batches = [item for item in loader if isinstance(item, Batch)]
+        sizes = {tuple(piece.pixels.shape[1:]) for batch in batches for piece in batch.pieces}
+        assert sizes == {(64, 64, 3) if on_device else (3, 224, 224)}
+        outputs[on_device] = [extractor.compute(batch.pieces) for batch in batches]
+    for resized_here, resized_there in zip(*outputs.values(), strict=True):
+        for here, there in zip(resized_here, resized_there, strict=True):
+            np.testing.assert_array_equal(here["action_indices"], there["action_indices"])
+            np.testing.assert_allclose(here["continuous_latent_actions"], there["continuous_latent_actions"], atol=1e-6)
 
 
 def test_a_long_video_gives_the_pairs_of_the_same_frames_cut_into_clips(tmp_path, tiny_model, long_video):

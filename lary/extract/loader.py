@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from lary.errors import LaryError
 from lary.extract.memory import PeriodicRelease
@@ -32,8 +32,8 @@ class Preparer(Protocol):
 
     resize_on_device: bool  # `prepare` leaves frames at their size; the model's device resizes them
 
-    def prepare(self, frames: np.ndarray) -> torch.Tensor:
-        """(frames, H, W, 3) uint8 -> the model's per-frame input (or the frames as a tensor, to resize on device)."""
+    def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        """(H, W, 3) uint8 frames -> the model's input for each (or the frames as tensors, to resize on device)."""
 
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         """(frames, H, W, 3) uint8 -> the model's per-frame input, always on the CPU."""
@@ -75,6 +75,12 @@ class Batch:
 class UnitEnd:
     unit: int
     errors: list[dict[str, Any]]
+
+
+def _stack(frames: list[torch.Tensor]) -> torch.Tensor:
+    """The frames of a piece in one tensor, the only copy a worker makes of them: in a DataLoader worker it is written
+    straight into shared memory (`default_collate`), which the main process maps instead of receiving a copy."""
+    return default_collate(frames)
 
 
 def _error(source: Source, segment: Segment, reason: str) -> dict[str, Any]:
@@ -125,9 +131,9 @@ class UnitStream(IterableDataset):
             if len(frames) <= stride:
                 raise LaryError(f"{len(frames)} frames; stride {stride} needs at least {stride + 1}")
             if len({frame.shape for frame in frames}) == 1:
-                pixels, resized = self.preparer.prepare(np.stack(frames)), not self.preparer.resize_on_device
+                pixels, resized = _stack(self.preparer.prepare(frames)), not self.preparer.resize_on_device
             else:  # a row's frames in different sizes: each resized here
-                pixels, resized = torch.cat([self.preparer.resize(frame[None]) for frame in frames]), True
+                pixels, resized = _stack([self.preparer.resize(frame[None])[0] for frame in frames]), True
         except LaryError as error:  # MediaError included
             errors.append({"id": self.source.sample_id(segment.sample), "index": segment.sample, "reason": str(error)})
             return
@@ -176,13 +182,13 @@ class UnitStream(IterableDataset):
     def _piece(self, sample: int, carried: list, fresh: list) -> tuple[Piece, list]:
         """A piece from the carried (prepared) frames and the fresh (decoded) ones; returns it and the frames the next
         window carries."""
-        prepared = self.preparer.prepare(np.stack([rgb for _, _, rgb in fresh]))
+        prepared = self.preparer.prepare([rgb for _, _, rgb in fresh])
         frames = carried + [(index, time, pixels) for (index, time, _), pixels in zip(fresh, prepared)]
         piece = Piece(
             sample,
             np.asarray([index for index, _, _ in frames]),
             np.asarray([time for _, time, _ in frames], dtype=np.float64),
-            torch.stack([pixels for _, _, pixels in frames]),
+            _stack([pixels for _, _, pixels in frames]),
             not self.preparer.resize_on_device,
             self.stride,
         )

@@ -109,8 +109,12 @@ class LatentActionExtractor:
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         return self.processor.resize(torch.from_numpy(frames))
 
-    def prepare(self, frames: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(frames) if self.resize_on_device else self.resize(frames)
+    def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        """Each frame as it is, for the GPU to resize (not copied: the loader stacks it into shared memory), or resized
+        here."""
+        if self.resize_on_device:
+            return [torch.from_numpy(frame) for frame in frames]
+        return list(self.resize(np.stack(frames)))
 
     def _pixels(self, piece: Piece) -> torch.Tensor:
         pixels = piece.pixels.to(self.device, non_blocking=True)
@@ -153,7 +157,8 @@ class EncoderFeatureExtractor:
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         return self.transform(frames)
 
-    prepare = resize
+    def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        return list(self.transform(frames))
 
     def _check_size(self, pixels: torch.Tensor) -> None:
         size = tuple(pixels.shape[-2:])
