@@ -88,10 +88,12 @@ class VideoInfo:
         return self.pts * float(self.time_base)
 
 
-# Decoding and the YUV -> RGB conversion run on the calling thread: parallelism comes from decoding workers, one core
-# each. By default PyAV starts decoder threads per video and, worse, conversion threads per frame, which then wait for
-# cores the model and the other workers are using (decode+resize beside a busy core: 240 -> 420 frames/s). Same pixels.
-FFMPEG_THREADS = 1
+# FFmpeg's decoder threads: by default (0) FFmpeg's choice, faster on free cores (one H.264 video on 2 cores: 1.16x
+# at 480x640, 1.49x at 1080x1920). `lary extract`'s workers decode on their own thread (1), one core each: beside a
+# busy model FFmpeg's threads wait for cores (decode+resize: 240 -> 420 frames/s). The YUV -> RGB conversion always
+# runs on the calling thread: PyAV's default starts conversion threads for every frame, slower at every size measured
+# (benchmarks/bench_decode_threads.py). The pixels are the same either way.
+AUTO_THREADS = 0
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -149,17 +151,18 @@ class VideoFrame:
 
 
 def decode_video(
-    path: str | Path, start: int = 0, stop: int | None = None, start_pts: int | None = None
+    path: str | Path, start: int = 0, stop: int | None = None, start_pts: int | None = None, threads: int = AUTO_THREADS
 ) -> Iterator[VideoFrame]:
     """Frames `start .. stop - 1` (presentation order) of a video, each with its index and time.
 
     With `start_pts` (frame `start`'s timestamp, `VideoInfo.pts[start]`) the decoder seeks to the keyframe before it
     and decodes from there; without it, the video is decoded from its first frame. Stops early, without error, where
-    the video ends: callers compare the count with what they expected.
+    the video ends: callers compare the count with what they expected. `threads`: FFmpeg's decoder threads (0: its
+    choice; 1: the calling thread only, for a worker that has one core).
     """
     with _open(path) as container:
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = FFMPEG_THREADS
+        stream.codec_context.thread_count = threads
         seek = start_pts is not None and start > 0
         if seek:
             container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
@@ -171,7 +174,7 @@ def decode_video(
                 return
             if index >= start:
                 time = float(frame.time) if frame.time is not None else float("nan")
-                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24", threads=FFMPEG_THREADS))
+                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24", threads=1))
             index += 1
 
 

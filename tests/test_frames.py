@@ -19,6 +19,8 @@ from transformers import AutoModel, DINOv3ViTConfig
 from lary import LapaDinov3Processor
 from lary.checkpoint import convert_checkpoint
 from lary.errors import MediaError
+from lary.extract.plan import pair_units
+from lary.extract.sources import VideoSource
 from lary.frames import decode_video, load_processor, probe_video, read_video
 from lary.synthetic import make_clip, make_clips, write_video
 from lary.training.probe import latent_actions
@@ -92,20 +94,25 @@ def test_pyav_decodes_what_opencv_decodes(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc (Linux)")
-def test_decoding_runs_on_the_calling_thread_with_pyav_default_pixels(tmp_path):
-    """A decoding worker uses one core: FFmpeg starts no threads of its own (PyAV's default starts one per core to
-    decode, and more per frame to convert to RGB), and the pixels are those of PyAV's default decoding."""
+def test_extract_workers_decode_on_their_own_thread_with_pyav_default_pixels(tmp_path):
+    """A `lary extract` worker uses one core: FFmpeg starts no threads of its own for it (PyAV's default starts some
+    per video to decode, and more per frame to convert to RGB). The pixels are those of PyAV's default decoding, which
+    `read_video` keeps for everything else (faster on free cores)."""
     frames = np.concatenate([make_clip(d, num_frames=6, size=240, seed=d).frames for d in range(2)])
     path = write_video(np.ascontiguousarray(np.concatenate([frames, frames[:, :, :80]], axis=2)), tmp_path / "v.mp4", fps=25)
     with av.open(str(path)) as container:
         default = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     read_video(path)  # FFmpeg's first use may start a thread of its own, once
+    source = VideoSource([str(path)])
+    segment = pair_units([source.length(0)[0] - 1], 100, [source.length(0)[1]])[0][0]
 
     def threads() -> int:
         return len(os.listdir("/proc/self/task"))
 
     before = threads()
-    assert {threads() for _ in decode_video(path)} == {before}
+    decoded = [(threads(), frame.rgb) for frame in source.frames(segment, None)]
+    assert {count for count, _ in decoded} == {before}
+    assert np.array_equal(np.stack([rgb for _, rgb in decoded]), default)
     assert np.array_equal(read_video(path), default)
 
 

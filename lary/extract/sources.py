@@ -7,8 +7,9 @@ Two layouts (see `lary.extract.plan`):
   (video, folder, episode), however long. `length(index)` tells how many frames a sample has (without decoding), and
   `frames(segment, stop)` decodes a range of them.
 
-Sources are read in DataLoader worker processes: they hold only paths and small tables. A sample that cannot be read
-raises `MediaError`; its id is known without reading it.
+Sources are read in DataLoader worker processes: they hold only paths and small tables, and decode videos on the
+worker's own thread (one core per worker; FFmpeg's threads would wait for the cores the model and the other workers
+hold). A sample that cannot be read raises `MediaError`; its id is known without reading it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from lary.data.loading import load_lary_split
 from lary.errors import LaryError, MediaError
 from lary.extract.plan import Segment
 from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image
+
+DECODING_THREADS = 1  # FFmpeg's threads per worker: none besides the worker's own
 
 # Dataset columns passed through to the output, with their Arrow types there.
 PASSTHROUGH_TYPES: dict[str, pa.DataType] = {
@@ -126,7 +129,7 @@ class VideoSource(FileSource):
         return info.num_frames, info.pts if info.seekable else None
 
     def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
-        return decode_video(self.paths[segment.sample], segment.seek_frame, stop, segment.seek_pts)
+        return decode_video(self.paths[segment.sample], segment.seek_frame, stop, segment.seek_pts, DECODING_THREADS)
 
 
 class ImageFolderSource(FileSource):
@@ -226,7 +229,8 @@ class LeRobotSource:
             return
         wanted = {int(position): row for row, position in enumerate(positions[segment.first : stop], segment.first)}
         start = int(positions[segment.first])
-        for frame in decode_video(episode.video_file, start, int(positions[stop - 1]) + 1, int(video.pts[start])):
+        for frame in decode_video(episode.video_file, start, int(positions[stop - 1]) + 1, int(video.pts[start]),
+                                  DECODING_THREADS):
             if frame.index in wanted:
                 yield VideoFrame(wanted[frame.index], frame.time, frame.rgb)
 
