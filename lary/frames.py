@@ -89,7 +89,7 @@ class VideoInfo:
 
 
 # FFmpeg's decoder threads: by default (0) FFmpeg's choice, faster on free cores (one H.264 video on 2 cores: 1.16x
-# at 480x640, 1.49x at 1080x1920). `lary extract`'s workers decode on their own thread (1), one core each: beside a
+# at 480x640, 1.51x at 1080x1920). `lary extract`'s workers decode on their own thread (1), one core each: beside a
 # busy model FFmpeg's threads wait for cores (decode+resize: 240 -> 420 frames/s). The YUV -> RGB conversion always
 # runs on the calling thread: PyAV's default starts conversion threads for every frame, slower at every size measured
 # (benchmarks/bench_decode_threads.py). The pixels are the same either way.
