@@ -92,6 +92,11 @@ class EncoderTransform:
         return self.size["height"], self.size["width"]
 
     def __call__(self, frames: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+        """(H, W, 3) uint8 frames -> (frames, 3, height, width) float32."""
+        return torch.stack(self.each(frames))
+
+    def each(self, frames: np.ndarray | list[np.ndarray]) -> list[torch.Tensor]:
+        """Each (H, W, 3) uint8 frame -> (3, height, width) float32, not stacked."""
         out = []
         for frame in frames:
             image = Image.fromarray(frame)
@@ -107,7 +112,7 @@ class EncoderTransform:
             if self.mean is not None:
                 array = (array - self.mean) / self.std
             out.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1))
-        return torch.stack(out)
+        return out
 
 
 def processor_config(name: str | Path, model: nn.Module) -> dict[str, Any]:

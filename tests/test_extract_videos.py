@@ -49,6 +49,12 @@ def long_video(tmp_path_factory) -> Path:
     return write_video(frames, tmp_path_factory.mktemp("long") / "long.mkv", fps=30)
 
 
+def whole_video_unit(source: VideoSource) -> WorkUnit:
+    """The first video of `source` as one work unit, as `lary extract` plans it (one shard)."""
+    length, pts = source.length(0)
+    return WorkUnit(0, 1, 0, tuple(pair_units([length - 1], 100, [pts])[0]))
+
+
 @torch.inference_mode()
 def expected_pairs(model, frames: np.ndarray, stride: int) -> dict[str, np.ndarray]:
     """The model on the whole clip at once (video mode): (pairs, ...) per output."""
@@ -142,9 +148,7 @@ def test_a_full_batch_leaves_before_the_next_window_is_decoded(tiny_model, model
     source, pulled = VideoSource([str(long_video)]), []
     frames = source.frames
     source.frames = lambda segment, stop: (pulled.append(frame.index) or frame for frame in frames(segment, stop))
-    length, pts = source.length(0)
-    segments = pair_units([length - 1], 100, [pts])[0]
-    stream = iter(UnitStream(source, [WorkUnit(0, 1, 0, tuple(segments))], LatentActionExtractor(model, str(tiny_model), 8), 8, 1))
+    stream = iter(UnitStream(source, [whole_video_unit(source)], LatentActionExtractor(model, str(tiny_model), 8), 8, 1))
     first = next(stream)
     assert isinstance(first, Batch) and first.pairs == 8
     assert len(pulled) == 9  # frames 0..8: the batch's 8 pairs
@@ -156,8 +160,7 @@ def test_frames_left_for_the_device_to_resize_give_the_same_latent_actions(tiny_
     """What the workers do for a model on a GPU (frames sent at their own size, resized where the model is), here on the
     CPU: the same batches and latent actions as frames resized in the workers."""
     source = VideoSource([str(long_video)])
-    length, pts = source.length(0)
-    units = [WorkUnit(0, 1, 0, tuple(pair_units([length - 1], 100, [pts])[0]))]
+    units = [whole_video_unit(source)]
     outputs = {}
     for on_device in (False, True):
         extractor = LatentActionExtractor(model, str(tiny_model), 8)

@@ -14,12 +14,12 @@ import pytest
 import torch
 from conftest import shared_path
 from test_extract import extract, read_manifest, read_output, save_tiny_model
+from test_extract_videos import whole_video_unit
 from transformers import AutoModel, DINOv3ViTConfig
 
 from lary import LapaDinov3Processor
 from lary.checkpoint import convert_checkpoint
 from lary.errors import MediaError
-from lary.extract.plan import pair_units
 from lary.extract.sources import VideoSource
 from lary.frames import decode_video, load_processor, probe_video, read_video
 from lary.synthetic import make_clip, make_clips, write_video
@@ -104,7 +104,7 @@ def test_extract_workers_decode_on_their_own_thread_with_pyav_default_pixels(tmp
         default = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     read_video(path)  # FFmpeg's first use may start a thread of its own, once
     source = VideoSource([str(path)])
-    segment = pair_units([source.length(0)[0] - 1], 100, [source.length(0)[1]])[0][0]
+    segment = whole_video_unit(source).segments[0]
 
     def threads() -> int:
         return len(os.listdir("/proc/self/task"))

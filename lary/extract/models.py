@@ -158,7 +158,7 @@ class EncoderFeatureExtractor:
         return self.transform(frames)
 
     def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
-        return list(self.transform(frames))
+        return self.transform.each(frames)  # not stacked: the loader stacks them into shared memory
 
     def _check_size(self, pixels: torch.Tensor) -> None:
         size = tuple(pixels.shape[-2:])
