@@ -116,15 +116,19 @@ class LatentActionExtractor:
             return [torch.from_numpy(frame) for frame in frames]
         return list(self.resize(np.stack(frames)))
 
-    def _pixels(self, piece: Piece) -> torch.Tensor:
+    def _resized(self, piece: Piece) -> torch.Tensor:
         pixels = piece.pixels.to(self.device, non_blocking=True)
-        if not piece.resized:
-            pixels = self.processor.resize(pixels)
-        return self.processor.normalize(pixels).to(self.dtype)
+        return pixels if piece.resized else self.processor.resize(pixels)
+
+    def _pixels(self, pieces: list[Piece]) -> torch.Tensor:
+        """The batch's frames as the model's input. They are joined while still uint8 and normalised once, so a batch
+        allocates one float buffer, not one per piece plus their concatenation."""
+        frames = [self._resized(piece) for piece in pieces]
+        return self.processor.normalize(frames[0] if len(frames) == 1 else torch.cat(frames)).to(self.dtype)
 
     @torch.inference_mode()
     def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
-        pixels = torch.cat([self._pixels(piece) for piece in pieces])
+        pixels = self._pixels(pieces)
         # frames in chunks of at most two batches: a long clip row does not hold all its activations at once
         features = torch.cat([self.model.extract_features(chunk) for chunk in pixels.split(2 * self.batch_size)])
         first, second = _pair_indices(pieces)
