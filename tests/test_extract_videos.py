@@ -3,6 +3,7 @@ decoding in worker processes, unreadable files retried, and resuming inside a lo
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -237,3 +238,35 @@ def test_defaults_share_the_cores_and_give_every_process_work(tmp_path, monkeypa
     make_plan(config.out, VideoSource(config.videos), config, 4, None)
     units, info = plan.load(config.out)
     assert info["shard_size"] == 6 and len(units) == 4  # 21 pairs over 4 processes: every process gets a shard
+
+
+KEPT_MEMORY = """
+import ctypes, ctypes.util, sys
+from lary.extract.memory import keep_freed_memory, release_free_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+blocks = [libc.malloc(2**20) for _ in range(20)]  # a batch's activations, freed together at its end
+for block in blocks:
+    libc.free(block)
+kept = libc.mallinfo2().fordblks
+release_free_memory()
+print(kept >> 20, libc.mallinfo2().fordblks >> 20)
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="mallinfo2 needs glibc >= 2.33")
+def test_the_extract_loop_keeps_a_batch_s_freed_memory_until_the_periodic_release():
+    def free_megabytes(mode: str) -> list[int]:  # (free in the heap after the batch, after the release), in MiB
+        done = subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True, check=True)
+        return [int(value) for value in done.stdout.split()]
+
+    assert free_megabytes("default") == [0, 0]  # glibc hands the blocks back at once: the next batch faults them in
+    assert free_megabytes("keep") == [20, 0]  # kept for the next batch, then released

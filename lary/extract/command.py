@@ -28,7 +28,7 @@ from lary.errors import LaryError, MediaError
 from lary.extract import plan, rows, shards
 from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream
-from lary.extract.memory import PeriodicRelease
+from lary.extract.memory import PeriodicRelease, keep_freed_memory
 from lary.extract.models import (
     EncoderFeatureExtractor,
     Extractor,
@@ -213,6 +213,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
                     desc=f"extract (process 1 of {state.num_processes})")
     pairs_done, start = 0, time.perf_counter()
+    keep_freed_memory()  # before the workers fork, so they keep theirs too; released every two seconds
     release = PeriodicRelease()
     # The workers fork from this process: with its objects frozen, no garbage collection (here or in a worker)
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
