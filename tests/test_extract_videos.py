@@ -143,6 +143,23 @@ def test_any_number_of_workers_writes_the_same_rows(tmp_path, tiny_model, long_v
         assert table.equals(outputs[2][name]), name  # same rows, same order, same values
 
 
+def test_a_shard_s_batches_are_written_as_row_groups_of_a_thousand_rows(tmp_path, tiny_model, long_video, monkeypatch):
+    from lary.extract import shards
+
+    def row_groups(out: Path) -> list[list[int]]:
+        files = [pq.ParquetFile(path).metadata for path in sorted(out.glob("*.parquet"))]
+        return [[file.row_group(index).num_rows for index in range(file.num_row_groups)] for file in files]
+
+    arguments = ["--model", str(tiny_model), "--videos", str(long_video), "--batch-size", "8", "--shard-size", "40",
+                 "--num-workers", "0"]
+    assert extract(*arguments, "--out", str(tmp_path / "out")) == 0
+    assert row_groups(tmp_path / "out") == [[40], [40], [9]]  # five batches of 8 in one group, not five groups
+    monkeypatch.setattr(shards, "ROW_GROUP_BYTES", 1)  # rows too large for a group of more than one batch
+    assert extract(*arguments, "--out", str(tmp_path / "small")) == 0
+    assert row_groups(tmp_path / "small") == [[8] * 5, [8] * 5, [8, 1]]
+    assert read_output(tmp_path / "small").equals(read_output(tmp_path / "out"))
+
+
 def test_a_full_batch_leaves_before_the_next_window_is_decoded(tiny_model, model, long_video):
     """The first batch reaches the model after one window of frames, not two (a worker's first batch is the wait
     before anything is computed)."""
