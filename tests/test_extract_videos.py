@@ -280,7 +280,7 @@ print(kept >> 20, libc.mallinfo2().fordblks >> 20)
 
 
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="mallinfo2 needs glibc >= 2.33")
-def test_the_extract_loop_keeps_a_batch_s_freed_memory_until_the_periodic_release():
+def test_keep_freed_memory_holds_a_batch_s_freed_heap_until_the_release():
     def free_megabytes(mode: str) -> list[int]:  # (free in the heap after the batch, after the release), in MiB
         done = subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True, check=True)
         return [int(value) for value in done.stdout.split()]
