@@ -26,25 +26,38 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-class ParquetShard:
-    """One Parquet file of `schema`, streamed table by table into `.NAME.tmp` and published by `publish`."""
+ROW_GROUP_ROWS = 1000  # rows per Parquet row group by default (`datasets`' writer batch), not one group per write
+ROW_GROUP_BYTES = 64 * 2**20  # fewer rows when they are large (encoder features): the Hub's viewer reads <= 100 MB
 
-    def __init__(self, path: Path, schema: pa.Schema):
-        self.path, self.schema = path, schema
+
+class ParquetShard:
+    """One Parquet file of `schema`, streamed table by table into `.NAME.tmp` in row groups of `row_group_rows` rows
+    (fewer when they pass `ROW_GROUP_BYTES`), and published by `publish`."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS):
+        self.path, self.schema, self.row_group_rows = path, schema, row_group_rows
         self.temporary = path.with_name(f".{path.name}.tmp")
         self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []  # the next row group's tables
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        rows, size = sum(part.num_rows for part in self.pending), sum(part.nbytes for part in self.pending)
+        if rows >= self.row_group_rows or size >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.temporary, self.schema)
-        self.writer.write_table(table)
-        self.rows += table.num_rows
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+            self.pending = []
 
     def publish(self, sidecar: dict[str, Any] | None = None) -> Path:
         """Close the file (an empty shard has the schema and no rows), write the sidecar, rename into place."""
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.temporary, self.schema)
+        self._flush()
         self.writer.close()
         if sidecar is not None:
             write_atomic(sidecar_path(self.path), json.dumps(sidecar))

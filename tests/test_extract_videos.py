@@ -144,7 +144,7 @@ def test_any_number_of_workers_writes_the_same_rows(tmp_path, tiny_model, long_v
 
 
 def test_a_shard_s_batches_are_written_as_row_groups_of_a_thousand_rows(tmp_path, tiny_model, long_video, monkeypatch):
-    from lary.extract import shards
+    from lary import parquet_shards
 
     def row_groups(out: Path) -> list[list[int]]:
         files = [pq.ParquetFile(path).metadata for path in sorted(out.glob("*.parquet"))]
@@ -154,7 +154,7 @@ def test_a_shard_s_batches_are_written_as_row_groups_of_a_thousand_rows(tmp_path
                  "--num-workers", "0"]
     assert extract(*arguments, "--out", str(tmp_path / "out")) == 0
     assert row_groups(tmp_path / "out") == [[40], [40], [9]]  # five batches of 8 in one group, not five groups
-    monkeypatch.setattr(shards, "ROW_GROUP_BYTES", 1)  # rows too large for a group of more than one batch
+    monkeypatch.setattr(parquet_shards, "ROW_GROUP_BYTES", 1)  # rows too large for a group of more than one batch
     assert extract(*arguments, "--out", str(tmp_path / "small")) == 0
     assert row_groups(tmp_path / "small") == [[8] * 5, [8] * 5, [8, 1]]
     assert read_output(tmp_path / "small").equals(read_output(tmp_path / "out"))

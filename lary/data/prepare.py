@@ -165,7 +165,7 @@ def _write_shards(
 ) -> tuple[int, int, list[dict[str, str]]]:
     """Stream loaded rows into staging shards (`WRITER_BATCH_SIZE` rows per row group, a new shard past
     `max_shard_size` bytes); returns (shards, rows, skipped rows)."""
-    shards = [ParquetShard(staging / "shard-00000.parquet", features.arrow_schema)]
+    shards = [ParquetShard(staging / "shard-00000.parquet", features.arrow_schema, WRITER_BATCH_SIZE)]
     shard_bytes, rows, skipped, pending = 0, 0, [], []
     for result in tqdm(results, total=total, desc=f"prepare {where}", unit="row"):
         if result[0] == "bad":
@@ -179,7 +179,7 @@ def _write_shards(
                 shards[-1].write(_encoded_table(pending, features))
                 pending = []
             shards[-1].publish()
-            shards.append(ParquetShard(staging / f"shard-{len(shards):05d}.parquet", features.arrow_schema))
+            shards.append(ParquetShard(staging / f"shard-{len(shards):05d}.parquet", features.arrow_schema, WRITER_BATCH_SIZE))
             shard_bytes = 0
         pending.append(example)
         if len(pending) == WRITER_BATCH_SIZE:

@@ -216,7 +216,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     release = PeriodicRelease()
     # The workers fork from this process: with its objects frozen, no garbage collection (here or in a worker)
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
-    # run. With the heap trimmed as well, a 9,000-frame video takes no more memory than a 1,000-frame one (1.8x with
+    # run. With the heap trimmed as well, a 9,000-frame video peaks within 1.2x of a 1,000-frame one (1.8x with
     # neither; benchmarks/bench_long_video.py).
     if workers:
         gc.freeze()

@@ -22,8 +22,6 @@ from lary.parquet_shards import ParquetShard, sidecar_path, write_atomic
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.jsonl"
-ROW_GROUP_ROWS = 1000  # rows per Parquet row group (`datasets`' default writer batch), not one group per batch
-ROW_GROUP_BYTES = 64 * 2**20  # fewer rows when they are large (encoder features): the Hub's viewer reads <= 100 MB
 SHARD_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})(?:\.retry-(\d+))?\.parquet$")
 
 
@@ -53,30 +51,20 @@ def finished_attempts(outdir: Path, num_shards: int) -> dict[int, list[Path]]:
 
 
 class ShardWriter:
-    """One attempt of a shard: its row batches (with their pair counts) streamed into a `ParquetShard` in row groups
-    of `ROW_GROUP_ROWS` rows (fewer when they pass `ROW_GROUP_BYTES`); `close` publishes it with its sidecar, or, for
-    a retry that read nothing, only updates the errors of the attempt before it (`previous`)."""
+    """One attempt of a shard: its row batches (with their pair counts) streamed into a `ParquetShard` (row groups of
+    1,000 rows, not one per batch); `close` publishes it with its sidecar, or, for a retry that read nothing, only
+    updates the errors of the attempt before it (`previous`)."""
 
     def __init__(self, outdir: Path, name: str, schema: pa.Schema, previous: Path | None = None):
         self.outdir, self.previous = outdir, previous
         self.shard = ParquetShard(outdir / f"{name}.parquet", schema)
         self.pairs = 0
-        self.pending: list[pa.Table] = []
 
     def write(self, table: pa.Table, pairs: int) -> None:
-        self.pending.append(table)
+        self.shard.write(table)
         self.pairs += pairs
-        rows, size = sum(part.num_rows for part in self.pending), sum(part.nbytes for part in self.pending)
-        if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.shard.write(pa.concat_tables(self.pending))
-            self.pending = []
 
     def close(self, errors: list[dict[str, Any]]) -> None:
-        self._flush()
         if self.shard.rows == 0 and self.previous is not None:
             self.shard.discard()
             write_atomic(sidecar_path(self.previous), json.dumps({**sidecar(self.outdir, self.previous), "errors": errors}))
