@@ -175,3 +175,18 @@ def test_different_arguments_into_the_same_folder_are_refused(tmp_path, tiny_mod
     with pytest.raises(ValueError, match=r"different arguments[\s\S]*limit: 2 there, 3 now"):
         extract(*args, "--limit", "3")
     assert extract(*args, "--limit", "2", "--batch-size", "7") == 0  # batch size does not change the output
+
+
+def test_each_extract_in_a_process_gets_the_device_it_asks_for():
+    """accelerate keeps the first `PartialState(cpu=...)` of a process and ignores later `cpu` flags; a benchmark that
+    ran a CPU extract and then a GPU one in one process got the CPU twice (2026-11-28, on an H200)."""
+    from accelerate import PartialState
+
+    from lary.extract.command import process_state
+
+    try:
+        assert process_state(cpu=True)._cpu is True
+        assert process_state(cpu=False)._cpu is False
+        assert process_state(cpu=True).device.type == "cpu"
+    finally:
+        PartialState._reset_state()

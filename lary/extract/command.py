@@ -51,6 +51,19 @@ MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at mos
 PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
 
 
+def process_state(cpu: bool) -> PartialState:
+    """accelerate's state of this process, on the CPU if `cpu`. accelerate sets it up once per process and then
+    ignores `cpu`, so an earlier run in the same process (a notebook, a benchmark) would choose the device: a single
+    process sets it up again; launched processes share it, so there a different `--cpu` is an error."""
+    state = PartialState(cpu=cpu)
+    if state._cpu != cpu:
+        if state.num_processes > 1:
+            raise LaryError(f"this process's accelerate state was set up with cpu={state._cpu}; --cpu is {cpu}")
+        PartialState._reset_state()
+        state = PartialState(cpu=cpu)
+    return state
+
+
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
     """(decoding workers, torch threads) per process: the cores of the machine split over its processes, and each
     process's share split between its workers and its torch threads (more busy threads than cores makes torch's
@@ -243,7 +256,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
 def extract(config: ExtractConfig) -> int:
     """Run `lary extract`; returns the exit code (1 when some samples could not be read)."""
     # 1. Processes, torch threads and decoding workers.
-    state = PartialState(cpu=config.cpu)
+    state = process_state(config.cpu)
     if config.device_map and state.num_processes > 1:
         raise LaryError("--device-map auto spreads one model over all GPUs: run it as a single process")
     workers, threads = resources(config, state)
