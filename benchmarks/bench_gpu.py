@@ -47,6 +47,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 # dense bf16 tensor-core peaks (FLOP/s) by device name
 BF16_PEAKS = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12,
               "H100": 756e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+PARTS = ("parity", "bf16", "extract", "fp32", "compiled")  # in the order they run
 TINY_BACKBONE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                  "num_register_tokens": 4, "image_size": 224, "patch_size": 16}
 TINY_LAQ = dict(quant_dim=8, spatial_depth=1, temporal_depth=1, decoder_depth=1, dim_head=16, heads=4)
@@ -296,6 +297,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on the CPU")
     parser.add_argument("--budget", type=float, default=420, help="seconds after which the remaining timings are skipped")
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared fixtures (golden checkpoint, ALOHA videos)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
     defaults = dict(pairs=4, seconds=0.5, videos=2, frames=12) if args.tiny else dict(pairs=256, seconds=6.0, videos=16, frames=600)
@@ -310,20 +312,27 @@ def main() -> None:
     if device.type == "cuda":  # fp32 means fp32 in the fp32 rows and the parity checks
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}")
     golden, aloha = args.shared / "golden" / "lapa_dinov3_tiny", args.shared / "robot" / "aloha"
     with tempfile.TemporaryDirectory() as scratch:
-        if (golden / "laq_dinov3.pt").is_file():
-            section(results, "parity/golden", golden_parity, device, results, golden)
-        else:
-            results.add("parity/golden", None, f"parity: skipped, {golden} is absent")
-        if aloha.is_dir():
-            section(results, "parity/video", video_parity, device, results, aloha, Path(scratch))
-        else:
-            results.add("parity/video", None, f"parity: skipped, {aloha} is absent")
-        section(results, "model/bfloat16", throughput, args, device, results, torch.bfloat16, "eager")
-        section(results, "extract", extract_end_to_end, args, device, results, Path(scratch))
-    section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
-    if device.type == "cuda" or args.compile:
+        if "parity" in parts:
+            if (golden / "laq_dinov3.pt").is_file():
+                section(results, "parity/golden", golden_parity, device, results, golden)
+            else:
+                results.add("parity/golden", None, f"parity: skipped, {golden} is absent")
+            if aloha.is_dir():
+                section(results, "parity/video", video_parity, device, results, aloha, Path(scratch))
+            else:
+                results.add("parity/video", None, f"parity: skipped, {aloha} is absent")
+        if "bf16" in parts:
+            section(results, "model/bfloat16", throughput, args, device, results, torch.bfloat16, "eager")
+        if "extract" in parts:
+            section(results, "extract", extract_end_to_end, args, device, results, Path(scratch))
+    if "fp32" in parts:
+        section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
+    if "compiled" in parts and (device.type == "cuda" or args.compile):
         section(results, "model/compiled", throughput, args, device, results, torch.bfloat16, "compiled")
     summary(results)
 

@@ -1,0 +1,175 @@
+"""Where LAPA-DINOv3's time goes, in bf16 video mode at the released shape (random weights): the DINOv3 backbone
+against the LAQ, the operators that take the most device time, the LAQ's attention on each SDPA backend, and the
+LAQ's position generator (a causal depthwise 3D convolution) in three forms that compute the same thing, timed inside
+the whole model with rounds interleaved.
+
+    python benchmarks/bench_gpu_breakdown.py [--tiny] [--json breakdown.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from bench_gpu import Results, bf16_peak, inputs, make_model, synchronize
+from lary_hub.modeling_lapa_dinov3 import LapaDinov3PositionGenerator
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.profiler import ProfilerActivity, profile
+
+CONV3D = LapaDinov3PositionGenerator.forward
+
+
+def taps2d(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """One depthwise 2D convolution with three outputs per channel (one per time tap), summed over time shifts."""
+    b, t, h, w = video_shape
+    dim = x.shape[-1]
+    frames = x.reshape(b * t, h, w, dim).permute(0, 3, 1, 2)
+    taps = F.conv2d(frames, self.conv.weight.reshape(3 * dim, 1, 3, 3), padding=1, groups=dim)
+    taps = taps.permute(0, 2, 3, 1).reshape(b, t, h, w, dim, 3)
+    out = taps[..., 2] + self.conv.bias
+    out[:, 1:] += taps[:, :-1, ..., 1]
+    out[:, 2:] += taps[:, :-2, ..., 0]
+    return out.reshape(x.shape)
+
+
+def shifted(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """27 shifted multiply-adds over the channels-last grid, accumulated in float32."""
+    b, t, h, w = video_shape
+    dim = x.shape[-1]
+    padded = F.pad(x.reshape(b, t, h, w, dim), (0, 0, 1, 1, 1, 1, 2, 0))
+    weights = self.conv.weight.reshape(dim, 27).t().float()
+    out = self.conv.bias.float().expand(b, t, h, w, dim).clone()
+    for k in range(27):
+        dt, dh, dw = k // 9, k // 3 % 3, k % 3
+        out.addcmul_(padded[:, dt : dt + t, dh : dh + h, dw : dw + w], weights[k])
+    return out.to(x.dtype).reshape(x.shape)
+
+
+POSITION_GENERATORS = {"conv3d": CONV3D, "taps2d": taps2d, "shifted": shifted}
+
+
+def seconds_per_call(call, device: torch.device, runs: int) -> float:
+    with torch.inference_mode():
+        for _ in range(2):
+            call()
+        times = []
+        for _ in range(runs):
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def split(model, pixels: torch.Tensor, device: torch.device, runs: int, results: Results) -> None:
+    """Backbone (every frame once) and LAQ (every pair) timed apart, and the whole forward."""
+    frames = pixels[0]
+    with torch.inference_mode():
+        features = model.extract_features(frames)
+        pairs = torch.stack((features[:-1], features[1:]), dim=1)
+    parts = {
+        "backbone": lambda: model.extract_features(frames),
+        "laq": lambda: model(backbone_features=pairs),
+        "model": lambda: model(pixel_values_videos=pixels),
+    }
+    times = {name: seconds_per_call(call, device, runs) for name, call in parts.items()}
+    for name, seconds in times.items():
+        results.add(f"time/{name}", seconds, f"{name}: {1e3 * seconds:.1f} ms per {len(pairs)} pairs "
+                    f"({len(pairs) / seconds:,.0f} pairs/s; {100 * seconds / times['model']:.0f}% of the model)")
+
+
+def top_operators(model, pixels: torch.Tensor, device: torch.device, results: Results) -> None:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode():
+        model(pixel_values_videos=pixels)
+        synchronize(device)
+        with profile(activities=activities) as profiler:
+            model(pixel_values_videos=pixels)
+            synchronize(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=50)
+    results.add("profile", table, table)
+
+
+def attention_backends(model, pairs: int, device: torch.device, results: Results) -> None:
+    """The LAQ's spatial attention (with the position bias as an additive mask) and temporal attention (2 tokens, no
+    mask), on each SDPA backend."""
+    config = model.config
+    heads, head_dim = config.heads, config.dim_head
+    h, w = config.patch_grid
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode():
+        bias = model.position_bias(h, w).to(dtype)
+    warnings.filterwarnings("ignore", "(Flash|Memory efficient|CuDNN|Please use)", UserWarning)  # the unavailable ones
+    shapes = {"spatial": (2 * pairs, h * w, bias), "temporal": (pairs * h * w, 2, None)}
+    backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    for where, (sequences, tokens, mask) in shapes.items():
+        q, k, v = (torch.randn(sequences, heads, tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
+        for name, backend in backends.items():
+            def call(backend=backend):
+                if backend is None:
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=config.attention_scale)
+                with sdpa_kernel([backend]):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=config.attention_scale)
+            try:
+                seconds = seconds_per_call(call, device, 5)
+            except RuntimeError as error:
+                results.add(f"attention/{where}/{name}", None, f"attention {where} {name}: unavailable ({str(error)[:80]})")
+                continue
+            results.add(f"attention/{where}/{name}", seconds,
+                        f"attention {where} ({sequences} x {tokens} tokens) {name}: {1e3 * seconds:.2f} ms per layer")
+
+
+def position_generators(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int, results: Results) -> None:
+    """Each form inside the whole model, rounds interleaved; codes compared with the convolution's."""
+    times: dict[str, list[float]] = {name: [] for name in POSITION_GENERATORS}
+    codes = {}
+    try:
+        for _ in range(rounds):
+            for name, forward in POSITION_GENERATORS.items():
+                LapaDinov3PositionGenerator.forward = forward
+                times[name].append(seconds_per_call(lambda: model(pixel_values_videos=pixels), device, runs))
+                with torch.inference_mode():
+                    codes[name] = model(pixel_values_videos=pixels).action_indices
+    finally:
+        LapaDinov3PositionGenerator.forward = CONV3D
+    pairs = pixels.shape[1] - 1
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        agreement = (codes[name] == codes["conv3d"]).float().mean().item()
+        results.add(f"position_generator/{name}", {"seconds": seconds, "code_agreement": agreement},
+                    f"position generator {name}: model {pairs / seconds:,.0f} pairs/s "
+                    f"({statistics.median(times['conv3d']) / seconds:.2f}x conv3d), codes agree with conv3d's on "
+                    f"{100 * agreement:.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model on the CPU (seconds)")
+    parser.add_argument("--pairs", type=int, help="pairs per forward pass (default: 256 on a GPU, 4 with --tiny)")
+    parser.add_argument("--runs", type=int, default=5, help="timed calls per measurement (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the position generator forms")
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    args = parser.parse_args()
+    args.pairs = args.pairs or (4 if args.tiny else 256)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    name, peak = bf16_peak(device)
+    results = Results(args.json, torch=torch.__version__)
+    results.add("device", name, f"device: {name}")
+    model = make_model(args.tiny, device, torch.bfloat16)
+    pixels = inputs("video", args.pairs, device, torch.bfloat16)["pixel_values_videos"]
+    split(model, pixels, device, args.runs, results)
+    top_operators(model, pixels, device, results)
+    attention_backends(model, args.pairs, device, results)
+    position_generators(model, pixels, device, args.runs, args.rounds, results)
+
+
+if __name__ == "__main__":
+    main()
