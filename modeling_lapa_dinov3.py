@@ -120,7 +120,9 @@ class LapaDinov3PositionBias(nn.Module):
         rows = torch.arange(height, device=device).repeat_interleave(width)
         cols = torch.arange(width, device=device).repeat(height)
         index = (rows[:, None] - rows[None, :] + height - 1) * (2 * width - 1) + (cols[:, None] - cols[None, :] + width - 1)
-        return table[index].permute(2, 0, 1)
+        # contiguous: a GPU's fused SDPA kernels only take a mask whose last dimension has stride 1; the permuted
+        # view sent the spatial attention to the math path (10.5 ms a layer for 512 x 196 tokens on an H200)
+        return table[index].permute(2, 0, 1).contiguous()
 
 
 class LapaDinov3PositionGenerator(nn.Module):

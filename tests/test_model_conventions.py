@@ -205,6 +205,14 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(use_reentrant)
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_the_position_bias_is_a_mask_that_fused_gpu_attention_takes():
+    """CUDA's fused SDPA kernels refuse a mask whose last dimension is strided and fall back to the math path."""
+    model = _model()
+    h, w = model.config.patch_grid
+    bias = model.position_bias(h, w)
+    assert bias.shape == (model.config.heads, h * w, h * w) and bias.is_contiguous()
+
+
 def test_gradient_checkpointing_enable_is_accepted():
     model = _model()
     with pytest.warns(FutureWarning):  # transformers 5 renamed it activation_checkpointing_enable
