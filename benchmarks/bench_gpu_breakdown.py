@@ -1,7 +1,11 @@
 """Where LAPA-DINOv3's time goes, in bf16 video mode at the released shape (random weights): the DINOv3 backbone
-against the LAQ, the operators that take the most device time, the LAQ's attention on each SDPA backend, and the
-LAQ's position generator (a causal depthwise 3D convolution) in three forms that compute the same thing, timed inside
-the whole model with rounds interleaved.
+against the LAQ, the operators that take the most device time, the LAQ's attention on each SDPA backend (the spatial
+one with its position-bias mask contiguous and as the strided view it was before), and other forms of two LAQ parts
+that compute the same thing, timed inside the whole model with rounds interleaved:
+- the position generator, a causal depthwise 3D convolution (cuDNN's grouped direct kernel took a quarter of the
+  model's time on an H200): as 3D convolution over channels-last tensors, as depthwise 2D convolutions per time
+  tap, as 27 shifted multiply-adds (float32 or bf16 sums, and `torch.compile`d);
+- the temporal attention over 2 tokens, written out (two dot products and a softmax per query) instead of SDPA.
 
     python benchmarks/bench_gpu_breakdown.py [--tiny] [--json breakdown.json]
 """
@@ -20,6 +24,8 @@ from bench_gpu import Results, bf16_peak, inputs, make_model, synchronize
 from lary_hub.modeling_lapa_dinov3 import LapaDinov3PositionGenerator
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 CONV3D = LapaDinov3PositionGenerator.forward
 
@@ -50,7 +56,64 @@ def shifted(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> to
     return out.to(x.dtype).reshape(x.shape)
 
 
-POSITION_GENERATORS = {"conv3d": CONV3D, "taps2d": taps2d, "shifted": shifted}
+def conv3d_channels_last(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """The same convolution over channels-last (NDHWC) tensors, which cuDNN runs with other kernels."""
+    grid = x.reshape(*video_shape, -1).permute(0, 4, 1, 2, 3)
+    padded = F.pad(grid, (1, 1, 1, 1, 2, 0)).contiguous(memory_format=torch.channels_last_3d)
+    weight = self.conv.weight.contiguous(memory_format=torch.channels_last_3d)
+    out = F.conv3d(padded, weight, self.conv.bias, groups=x.shape[-1])
+    return out.permute(0, 2, 3, 4, 1).reshape(x.shape)
+
+
+def frames2d(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Three depthwise 2D convolutions (one per time tap) over channels-last frames, added with their time shifts."""
+    b, t, h, w = video_shape
+    dim = x.shape[-1]
+    frames = x.reshape(b * t, h, w, dim).permute(0, 3, 1, 2)
+    taps = [F.conv2d(frames, self.conv.weight[:, :, dt], padding=1, groups=dim).permute(0, 2, 3, 1).reshape(b, t, h, w, dim)
+            for dt in range(3)]
+    out = taps[2] + self.conv.bias
+    out[:, 1:] += taps[1][:, :-1]
+    out[:, 2:] += taps[0][:, :-2]
+    return out.reshape(x.shape)
+
+
+def shifted_bf16(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """27 shifted multiply-adds summed in the input dtype."""
+    b, t, h, w = video_shape
+    dim = x.shape[-1]
+    padded = F.pad(x.reshape(b, t, h, w, dim), (0, 0, 1, 1, 1, 1, 2, 0))
+    weights = self.conv.weight.reshape(dim, 27).t()
+    out = self.conv.bias.expand(b, t, h, w, dim).clone()
+    for k in range(27):
+        dt, dh, dw = k // 9, k // 3 % 3, k % 3
+        out.addcmul_(padded[:, dt : dt + t, dh : dh + h, dw : dw + w], weights[k])
+    return out.reshape(x.shape)
+
+
+_compiled_shifted = torch.compile(shifted, dynamic=False)
+
+
+def shifted_compiled(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    return _compiled_shifted(self, x, video_shape)
+
+
+POSITION_GENERATORS = {"conv3d": CONV3D, "conv3d_channels_last": conv3d_channels_last, "frames2d": frames2d,
+                       "taps2d": taps2d, "shifted": shifted, "shifted_bf16": shifted_bf16,
+                       "shifted_compiled": shifted_compiled}
+
+
+def few_token_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """Attention over at most 4 keys without a mask, written out; anything else goes to SDPA."""
+    if attention_mask is not None or key.shape[-2] > 4:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    logits = (query.unsqueeze(-2) * key.unsqueeze(-3)).sum(-1) * scaling  # (batch, heads, queries, keys)
+    weights = logits.float().softmax(-1).to(value.dtype)
+    out = (weights.unsqueeze(-1) * value.unsqueeze(-3)).sum(-2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("lapa_few_tokens", few_token_attention)
 
 
 def seconds_per_call(call, device: torch.device, runs: int) -> float:
@@ -107,13 +170,19 @@ def attention_backends(model, pairs: int, device: torch.device, results: Results
     with torch.inference_mode():
         bias = model.position_bias(h, w).to(dtype)
     warnings.filterwarnings("ignore", "(Flash|Memory efficient|CuDNN|Please use)", UserWarning)  # the unavailable ones
-    shapes = {"spatial": (2 * pairs, h * w, bias), "temporal": (pairs * h * w, 2, None)}
+    strided = bias.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # the layout before 7d39eb3
+    shapes = {"spatial": (2 * pairs, h * w, bias), "spatial_strided_mask": (2 * pairs, h * w, strided),
+              "temporal": (pairs * h * w, 2, None)}
     backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH, "written_out": "few_tokens"}
     for where, (sequences, tokens, mask) in shapes.items():
         q, k, v = (torch.randn(sequences, heads, tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
         for name, backend in backends.items():
+            if backend == "few_tokens" and mask is not None:
+                continue  # written out only without a mask
             def call(backend=backend):
+                if backend == "few_tokens":
+                    return few_token_attention(None, q, k, v, mask, scaling=config.attention_scale)
                 if backend is None:
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=config.attention_scale)
                 with sdpa_kernel([backend]):
@@ -127,27 +196,46 @@ def attention_backends(model, pairs: int, device: torch.device, results: Results
                         f"attention {where} ({sequences} x {tokens} tokens) {name}: {1e3 * seconds:.2f} ms per layer")
 
 
-def position_generators(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int, results: Results) -> None:
-    """Each form inside the whole model, rounds interleaved; codes compared with the convolution's."""
-    times: dict[str, list[float]] = {name: [] for name in POSITION_GENERATORS}
+def time_variants(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int,
+                  variants: dict[str, tuple]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median seconds per forward of each (position generator forward, attention implementation), rounds
+    interleaved, and each one's codes."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     codes = {}
     try:
         for _ in range(rounds):
-            for name, forward in POSITION_GENERATORS.items():
+            for name, (forward, attention) in variants.items():
                 LapaDinov3PositionGenerator.forward = forward
+                model.set_attn_implementation(attention)
                 times[name].append(seconds_per_call(lambda: model(pixel_values_videos=pixels), device, runs))
                 with torch.inference_mode():
                     codes[name] = model(pixel_values_videos=pixels).action_indices
     finally:
         LapaDinov3PositionGenerator.forward = CONV3D
+        model.set_attn_implementation("sdpa")
+    return {name: statistics.median(values) for name, values in times.items()}, codes
+
+
+def laq_forms(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int, results: Results) -> None:
+    """Each form inside the whole model against the current one; then the fastest position generator together with
+    the written-out temporal attention."""
     pairs = pixels.shape[1] - 1
-    for name, values in times.items():
-        seconds = statistics.median(values)
-        agreement = (codes[name] == codes["conv3d"]).float().mean().item()
-        results.add(f"position_generator/{name}", {"seconds": seconds, "code_agreement": agreement},
-                    f"position generator {name}: model {pairs / seconds:,.0f} pairs/s "
-                    f"({statistics.median(times['conv3d']) / seconds:.2f}x conv3d), codes agree with conv3d's on "
-                    f"{100 * agreement:.1f}%")
+    variants = {f"position_generator/{name}": (forward, "sdpa") for name, forward in POSITION_GENERATORS.items()}
+    variants["temporal_attention/written_out"] = (CONV3D, "lapa_few_tokens")
+    times, codes = time_variants(model, pixels, device, runs, rounds, variants)
+    best = min(POSITION_GENERATORS, key=lambda name: times[f"position_generator/{name}"])
+    combined = {"current": (CONV3D, "sdpa"), f"{best}+written_out": (POSITION_GENERATORS[best], "lapa_few_tokens")}
+    more_times, more_codes = time_variants(model, pixels, device, runs, rounds, combined)
+    times |= {f"combined/{name}": value for name, value in more_times.items()}
+    codes |= {f"combined/{name}": value for name, value in more_codes.items()}
+    reference, current = codes["position_generator/conv3d"], times["position_generator/conv3d"]
+    for name, seconds in times.items():
+        if name.startswith("combined/"):
+            current = times["combined/current"]
+        agreement = (codes[name] == reference).float().mean().item()
+        results.add(name, {"seconds": seconds, "code_agreement": agreement},
+                    f"{name}: model {pairs / seconds:,.0f} pairs/s ({current / seconds:.2f}x the current model), codes "
+                    f"agree with the current model's on {100 * agreement:.1f}%")
 
 
 def main() -> None:
@@ -155,7 +243,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny model on the CPU (seconds)")
     parser.add_argument("--pairs", type=int, help="pairs per forward pass (default: 256 on a GPU, 4 with --tiny)")
     parser.add_argument("--runs", type=int, default=5, help="timed calls per measurement (median)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the position generator forms")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the LAQ forms")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
     args.pairs = args.pairs or (4 if args.tiny else 256)
@@ -168,7 +256,7 @@ def main() -> None:
     split(model, pixels, device, args.runs, results)
     top_operators(model, pixels, device, results)
     attention_backends(model, args.pairs, device, results)
-    position_generators(model, pixels, device, args.runs, args.rounds, results)
+    laq_forms(model, pixels, device, args.runs, args.rounds, results)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,16 @@ def test_bench_gpu_runs_tiny_on_the_cpu(tmp_path):
     if "parity/extract_rows_equal" in results:  # the ALOHA videos are in ../shared too
         assert results["parity/extract_rows_equal"] is True and results["parity/extract_code_agreement"] == 1.0
         assert results["parity/resize_max_difference"] <= 1
+
+
+def test_bench_gpu_breakdown_runs_tiny_on_the_cpu(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_gpu_breakdown.py"), "--tiny", "--runs", "1", "--rounds", "1",
+                             "--json", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["time/backbone"] > 0 and results["time/laq"] > 0 and "aten::" in results["profile"]
+    forms = {key: value for key, value in results.items() if key.split("/")[0] in ("position_generator", "temporal_attention", "combined")}
+    assert len(forms) == 10
+    # every form computes the same function: on the tiny model (bf16) they give the same codes
+    assert all(value["code_agreement"] == 1.0 for value in forms.values()), forms
