@@ -1,6 +1,6 @@
 """LAPA-DINOv3 on a GPU: model throughput at the released ViT-L shape, `lary extract` end to end, and CUDA parity.
 
-One script for a GPU machine (about 5 minutes on an H100 or H200), in the order of what matters most:
+One script for a GPU machine (a few minutes; `--parts` runs some of it), in the order of what matters most:
 1. parity: the golden reference checkpoint's codes on the GPU in fp32 (equal to the reference's) and bf16 (agreement);
    `lary extract` with the embedded model on the real ALOHA videos on the GPU (resizing there) vs on the CPU (the same
    rows and codes); the GPU resize of real frames vs the CPU resize (within one grey level);
@@ -178,18 +178,22 @@ def write_videos(folder: Path, count: int, frames: int) -> Path:
 
 
 class Rate(logging.Handler):
-    """The pairs/s `lary extract` reports for its extraction loop."""
+    """The pairs/s `lary extract` reports, and its line on where the loop's time went."""
 
     rate: float | None = None
+    loop: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = re.search(r"([\d.]+) pairs/s", record.getMessage())
+        message = record.getMessage()
+        match = re.search(r"([\d.]+) pairs/s", message)
         if match:
             self.rate = float(match[1])
+        if "waited for frames" in message:
+            self.loop = message
 
 
-def run_extract(config: ExtractConfig) -> tuple[float | None, float]:
-    """`lary extract` in this process: (the pairs/s it reports, wall seconds with model loading)."""
+def run_extract(config: ExtractConfig) -> tuple[Rate, float]:
+    """`lary extract` in this process: (what it reported, wall seconds with model loading)."""
     rate = Rate()
     logger = logging.getLogger("lary.extract.command")
     logger.addHandler(rate)
@@ -201,7 +205,7 @@ def run_extract(config: ExtractConfig) -> tuple[float | None, float]:
         logger.removeHandler(rate)
     if code != 0:
         raise RuntimeError(f"lary extract exited with {code}: see {config.out / 'errors.jsonl'}")
-    return rate.rate, time.perf_counter() - started
+    return rate, time.perf_counter() - started
 
 
 def extract_end_to_end(args, device: torch.device, results: Results, scratch: Path) -> None:
@@ -214,13 +218,14 @@ def extract_end_to_end(args, device: torch.device, results: Results, scratch: Pa
     print(f"wrote {args.videos} videos in {time.perf_counter() - started:.0f} s", flush=True)
     config = ExtractConfig(model=str(model_dir), videos=[str(videos / "*.mp4")], out=scratch / "out", dtype=dtype,
                            batch_size=args.pairs, cpu=device.type != "cuda")
-    rate, wall = run_extract(config)
+    reported, wall = run_extract(config)
+    rate = reported.rate
     pairs = args.videos * (args.frames - 1)
     model_only = (results.get(f"video/{dtype}/eager") or {}).get("pairs_per_s")
     ratio = rate / model_only if model_only else None
-    results.add("extract", {"pairs_per_s": rate, "pairs": pairs, "wall_s": wall, "of_model_only": ratio},
+    results.add("extract", {"pairs_per_s": rate, "pairs": pairs, "wall_s": wall, "of_model_only": ratio, "loop": reported.loop},
                 f"lary extract end to end ({dtype}, {args.videos} x {args.frames} frames 480x640 H.264): {rate:,.1f} "
-                f"pairs/s" + (f", {100 * ratio:.0f}% of model-only video mode" if ratio else "") + f" ({wall:.0f} s with model loading)")
+                f"pairs/s" + (f", {100 * ratio:.0f}% of model-only video mode" if ratio else "") + f" ({wall:.0f} s with model loading); {reported.loop}")
 
 
 def golden_parity(device: torch.device, results: Results, golden: Path) -> None:

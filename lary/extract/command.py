@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
+WAIT_HINT_SHARE = 0.1  # above this share of the loop spent waiting for frames, the summary suggests more workers
 PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
 
 
@@ -214,8 +216,23 @@ class Writers:
             future.result()  # a failed write raises here
 
 
+@dataclass
+class LoopTime:
+    """Where this process's extraction loop spent its time: until the first batch arrived (forking the workers and
+    their first windows), then waiting for decoded batches, out of the whole loop."""
+
+    first_batch: float | None = None
+    waiting: float = 0.0
+    total: float = 0.0
+
+    def describe(self) -> str:
+        share = self.waiting / max(self.total - (self.first_batch or 0.0), 1e-9)
+        hint = "; more --num-workers (on free cores) would feed it faster" if share > WAIT_HINT_SHARE else ""
+        return f"first batch after {self.first_batch or 0.0:.1f} s, then the model waited for frames {100 * share:.0f}% of the time{hint}"
+
+
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
-              labels: Labels | None, workers: int, state: PartialState) -> None:
+              labels: Labels | None, workers: int, state: PartialState) -> LoopTime:
     """Decode, compute and write this process's units."""
     stream = UnitStream(source, units, extractor, config.batch_size, config.stride)
     loader = DataLoader(
@@ -226,6 +243,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
                     desc=f"extract (process 1 of {state.num_processes})")
     pairs_done, start = 0, time.perf_counter()
+    times = LoopTime()
     release = PeriodicRelease()
     # The workers fork from this process: with its objects frozen, no garbage collection (here or in a worker)
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
@@ -236,21 +254,29 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     try:
         items = iter(loader)  # the workers fork here
         keep_freed_memory()  # in this process only: the model's batches gain, the workers' decoding does not (2% slower)
+        busy = 0.0  # handling batches after the first arrived; the rest of that time the loop waited for one
         for item in items:
+            began = time.perf_counter()
+            if times.first_batch is None:
+                times.first_batch = began - start
             if isinstance(item, UnitEnd):
                 writers.close(item.unit, item.errors)
-                continue
-            outputs = extractor.compute(item.pieces)
-            writers.write(item.unit, lambda item=item, outputs=outputs: batch_table(item, outputs, source, schema, labels),
-                          item.pairs)
-            pairs_done += item.pairs
-            progress.update(item.pairs if source.layout == "pair" else len(item.pieces))
-            progress.set_postfix({"pairs/s": f"{pairs_done / max(time.perf_counter() - start, 1e-9):.1f}"})
-            release()
+            else:
+                outputs = extractor.compute(item.pieces)
+                writers.write(item.unit, lambda item=item, outputs=outputs: batch_table(item, outputs, source, schema, labels),
+                              item.pairs)
+                pairs_done += item.pairs
+                progress.update(item.pairs if source.layout == "pair" else len(item.pieces))
+                progress.set_postfix({"pairs/s": f"{pairs_done / max(time.perf_counter() - start, 1e-9):.1f}"})
+                release()
+            busy += time.perf_counter() - began
     finally:
         gc.unfreeze()
+    times.total = time.perf_counter() - start
+    times.waiting = times.total - (times.first_batch or 0.0) - busy
     writers.finish()
     progress.close()
+    return times
 
 
 def extract(config: ExtractConfig) -> int:
@@ -299,8 +325,7 @@ def extract(config: ExtractConfig) -> int:
     before = shards.summarize(outdir, len(all_units))
     start = time.perf_counter()
     mine = todo[state.process_index :: state.num_processes]
-    if mine:
-        run_units(mine, source, extractor, config, schema, labels, workers, state)
+    loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
     state.wait_for_everyone()
     seconds = time.perf_counter() - start
 
@@ -337,6 +362,8 @@ def extract(config: ExtractConfig) -> int:
             rows, pairs = summary["rows"] - before["rows"], summary["pairs"] - before["pairs"]
             logger.info("extracted %d rows (%d pairs) in %.1f s: %.2f pairs/s; %s holds %d rows",
                         rows, pairs, seconds, pairs / max(seconds, 1e-9), outdir, summary["rows"])
+            if loop is not None:
+                logger.info("process 1 of %d: %s", state.num_processes, loop.describe())
         if summary["errors"]:
             logger.warning("%d sample(s) could not be read: see %s; rerun to retry them", len(summary["errors"]),
                            outdir / shards.ERRORS_FILE)
