@@ -5,7 +5,9 @@ that compute the same thing, timed inside the whole model with rounds interleave
 - the position generator, a causal depthwise 3D convolution (cuDNN's grouped direct kernel took a quarter of the
   model's time on an H200): as 3D convolution over channels-last tensors, as depthwise 2D convolutions per time
   tap, as 27 shifted multiply-adds (float32 or bf16 sums, and `torch.compile`d);
-- the temporal attention over 2 tokens, written out (two dot products and a softmax per query) instead of SDPA.
+- the temporal attention over 2 tokens, written out (two dot products and a softmax per query) instead of SDPA;
+- the feed-forward with its inner width (2730) padded to a multiple of 8 (its matmuls ran on Ampere-generation
+  kernels at about a quarter of the peak).
 
     python benchmarks/bench_gpu_breakdown.py [--tiny] [--json breakdown.json]
 """
@@ -21,13 +23,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_gpu import Results, bf16_peak, inputs, make_model, synchronize
-from lary_hub.modeling_lapa_dinov3 import LapaDinov3PositionGenerator
+from lary_hub.modeling_lapa_dinov3 import (
+    LapaDinov3FeedForward,
+    LapaDinov3PositionGenerator,
+)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 CONV3D = LapaDinov3PositionGenerator.forward
+FEED_FORWARD = LapaDinov3FeedForward.forward
+ALIGNMENT = 8  # bf16 elements in 16 bytes: the row alignment Hopper's fast matmul kernels want
 
 
 def taps2d(self, x: torch.Tensor, video_shape: tuple[int, int, int, int]) -> torch.Tensor:
@@ -116,6 +123,17 @@ def few_token_attention(module, query, key, value, attention_mask, scaling=None,
 AttentionInterface.register("lapa_few_tokens", few_token_attention)
 
 
+def aligned_feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """The GEGLU with its inner width (2730 at the released shape) padded with zero weights to a multiple of 8, so the
+    matmuls' rows are 16-byte aligned; the padded units are exactly zero (gelu(0) * 0)."""
+    inner = self.proj_out.weight.shape[1]
+    pad = -inner % ALIGNMENT
+    value, gate = self.proj_in.weight.chunk(2)
+    weight_in = torch.cat((F.pad(value, (0, 0, 0, pad)), F.pad(gate, (0, 0, 0, pad))))
+    x, gate = F.linear(self.norm(x), weight_in).chunk(2, dim=-1)
+    return F.linear(F.gelu(gate) * x, F.pad(self.proj_out.weight, (0, pad)))
+
+
 def seconds_per_call(call, device: torch.device, runs: int) -> float:
     with torch.inference_mode():
         for _ in range(2):
@@ -198,33 +216,37 @@ def attention_backends(model, pairs: int, device: torch.device, results: Results
 
 def time_variants(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int,
                   variants: dict[str, tuple]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Median seconds per forward of each (position generator forward, attention implementation), rounds
+    """Median seconds per forward of each (position generator, attention implementation, feed-forward), rounds
     interleaved, and each one's codes."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     codes = {}
     try:
         for _ in range(rounds):
-            for name, (forward, attention) in variants.items():
-                LapaDinov3PositionGenerator.forward = forward
+            for name, (position_generator, attention, feed_forward) in variants.items():
+                LapaDinov3PositionGenerator.forward = position_generator
+                LapaDinov3FeedForward.forward = feed_forward
                 model.set_attn_implementation(attention)
                 times[name].append(seconds_per_call(lambda: model(pixel_values_videos=pixels), device, runs))
                 with torch.inference_mode():
                     codes[name] = model(pixel_values_videos=pixels).action_indices
     finally:
         LapaDinov3PositionGenerator.forward = CONV3D
+        LapaDinov3FeedForward.forward = FEED_FORWARD
         model.set_attn_implementation("sdpa")
     return {name: statistics.median(values) for name, values in times.items()}, codes
 
 
 def laq_forms(model, pixels: torch.Tensor, device: torch.device, runs: int, rounds: int, results: Results) -> None:
     """Each form inside the whole model against the current one; then the fastest position generator together with
-    the written-out temporal attention."""
+    the written-out temporal attention and the aligned feed-forward."""
     pairs = pixels.shape[1] - 1
-    variants = {f"position_generator/{name}": (forward, "sdpa") for name, forward in POSITION_GENERATORS.items()}
-    variants["temporal_attention/written_out"] = (CONV3D, "lapa_few_tokens")
+    variants = {f"position_generator/{name}": (forward, "sdpa", FEED_FORWARD) for name, forward in POSITION_GENERATORS.items()}
+    variants["temporal_attention/written_out"] = (CONV3D, "lapa_few_tokens", FEED_FORWARD)
+    variants["feed_forward/aligned"] = (CONV3D, "sdpa", aligned_feed_forward)
     times, codes = time_variants(model, pixels, device, runs, rounds, variants)
     best = min(POSITION_GENERATORS, key=lambda name: times[f"position_generator/{name}"])
-    combined = {"current": (CONV3D, "sdpa"), f"{best}+written_out": (POSITION_GENERATORS[best], "lapa_few_tokens")}
+    combined = {"current": (CONV3D, "sdpa", FEED_FORWARD),
+                f"{best}+written_out+aligned": (POSITION_GENERATORS[best], "lapa_few_tokens", aligned_feed_forward)}
     more_times, more_codes = time_variants(model, pixels, device, runs, rounds, combined)
     times |= {f"combined/{name}": value for name, value in more_times.items()}
     codes |= {f"combined/{name}": value for name, value in more_codes.items()}
