@@ -1,9 +1,9 @@
 """LAPA-DINOv3 on a GPU: model throughput at the released ViT-L shape, `lary extract` end to end, and CUDA parity.
 
 One script for a GPU machine (a few minutes; `--parts` runs some of it), in the order of what matters most:
-1. parity: the golden reference checkpoint's codes on the GPU in fp32 (equal to the reference's) and bf16 (agreement);
-   `lary extract` with the embedded model on the real ALOHA videos on the GPU (resizing there) vs on the CPU (the same
-   rows and codes); the GPU resize of real frames vs the CPU resize (within one grey level);
+1. parity: the golden reference checkpoint's codes on the GPU in fp32 (no TF32; equal to the reference's) and bf16
+   (agreement); `lary extract` with the embedded model on the real ALOHA videos on the GPU (fp32, resizing there) vs
+   on the CPU (the same rows and codes); the GPU resize of real frames vs the CPU resize (within one grey level);
 2. model-only pairs/s of the released shape (DINOv3 ViT-L/16 + the LAQ, random weights), SDPA attention, in bf16 and
    fp32, pair mode (`pixel_values`, each frame through the backbone per pair) and video mode (`pixel_values_videos`,
    each frame once); with the FLOPs per pair (counted by `FlopCounterMode`) and the fraction of the card's dense bf16
@@ -41,7 +41,7 @@ from transformers import DINOv3ViTConfig
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.configs.extract import ExtractConfig
 from lary.extract.command import extract
-from lary.extract.models import LatentActionExtractor
+from lary.extract.models import LatentActionExtractor, exact_float32
 from lary.hub import EMBEDDED_MODEL
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -330,9 +330,6 @@ def main() -> None:
     results = Results(args.json, date=datetime.date.today().isoformat(), tiny=args.tiny, torch=torch.__version__,
                       cpus=os.cpu_count())
     results.add("device", name, f"device: {name}" + (f", dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-    if device.type == "cuda":  # fp32 means fp32 in the fp32 rows and the parity checks
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     parts = set(args.parts.split(","))
     if parts - set(PARTS):
         parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}")
@@ -340,7 +337,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if "parity" in parts:
             if (golden / "laq_dinov3.pt").is_file():
-                section(results, "parity/golden", golden_parity, device, results, golden)
+                with exact_float32(device, torch.float32):  # as `lary extract --dtype float32` computes
+                    section(results, "parity/golden", golden_parity, device, results, golden)
             else:
                 results.add("parity/golden", None, f"parity: skipped, {golden} is absent")
             if aloha.is_dir():
@@ -352,7 +350,8 @@ def main() -> None:
         if "extract" in parts:
             section(results, "extract", extract_end_to_end, args, device, results, Path(scratch))
     if "fp32" in parts:
-        section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
+        with exact_float32(device, torch.float32):  # fp32 means fp32, as in `lary extract --dtype float32`
+            section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
     if "compiled" in parts and (device.type == "cuda" or args.compile):
         section(results, "model/compiled", throughput, args, device, results, torch.bfloat16, "compiled")
     summary(results)

@@ -190,3 +190,20 @@ def test_each_extract_in_a_process_gets_the_device_it_asks_for():
         assert process_state(cpu=True).device.type == "cpu"
     finally:
         PartialState._reset_state()
+
+
+def test_float32_on_a_gpu_is_computed_without_tf32_and_the_settings_come_back():
+    """PyTorch lets cuDNN's convolutions use TF32 by default; `lary extract --dtype float32` turns it off for its
+    loop (and only there), so a GPU gives the CPU's codes."""
+    from lary.extract.models import exact_float32
+
+    def settings():
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    torch.backends.cudnn.allow_tf32, before = True, settings()
+    with exact_float32(torch.device("cuda"), torch.float32):
+        assert settings() == (False, False)
+    assert settings() == before
+    for device, dtype in (("cuda", torch.bfloat16), ("cpu", torch.float32)):
+        with exact_float32(torch.device(device), dtype):
+            assert settings() == before

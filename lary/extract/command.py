@@ -34,6 +34,7 @@ from lary.extract.models import (
     EncoderFeatureExtractor,
     Extractor,
     LatentActionExtractor,
+    exact_float32,
     load_model,
     model_revision,
 )
@@ -325,7 +326,8 @@ def extract(config: ExtractConfig) -> int:
     before = shards.summarize(outdir, len(all_units))
     start = time.perf_counter()
     mine = todo[state.process_index :: state.num_processes]
-    loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
+    with exact_float32(extractor.device, extractor.dtype):
+        loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
     state.wait_for_everyone()
     seconds = time.perf_counter() - start
 

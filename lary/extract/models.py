@@ -11,6 +11,8 @@ resize to model size (on CPU), or nothing when the model is on a GPU, which then
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,21 @@ from lary.hub import check_model_name
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HASHED_BYTES = 16 * 2**20
 LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
+
+
+@contextmanager
+def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """float32 on a GPU computed in float32: PyTorch lets cuDNN's convolutions (the patch embedding, the position
+    generators) use TF32 by default, which the CPU's numbers do not. Other dtypes and devices are left alone."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
