@@ -287,19 +287,23 @@ def video_parity(device: torch.device, results: Results, aloha: Path, scratch: P
                 f"parity: {device.type} resize of {len(frames)} real {frames.shape[2]}x{frames.shape[1]} frames vs "
                 f"the CPU resize: max difference {difference} grey level(s)")
     tables = {}
+    keys = ["id", "frame_index", "next_frame_index"]
     for where in ("cpu", device.type):
-        config = ExtractConfig(model=str(EMBEDDED_MODEL), videos=[str(path) for path in videos], out=scratch / f"aloha-{where}",
-                               cpu=where == "cpu", batch_size=16)
+        config = ExtractConfig(model=str(EMBEDDED_MODEL), videos=[str(path) for path in videos],
+                               out=scratch / f"aloha-{where}", cpu=where == "cpu", batch_size=16)
         run_extract(config)
-        tables[where] = pq.read_table(sorted(config.out.glob("shard-*.parquet"))).sort_by([("id", "ascending"), ("frame_index", "ascending")])
+        table = pq.read_table(sorted(config.out.glob("shard-*.parquet")))
+        tables[where] = table.sort_by([(key, "ascending") for key in keys[:2]])
     cpu, other = tables["cpu"], tables[device.type]
-    same_rows = cpu.select(["id", "frame_index", "next_frame_index"]).equals(other.select(["id", "frame_index", "next_frame_index"]))
+    same_rows = cpu.select(keys).equals(other.select(keys))
     codes_cpu = np.asarray(cpu["action_indices"].to_pylist())
     codes_device = np.asarray(other["action_indices"].to_pylist())
     agreement = float((codes_cpu == codes_device).mean())
-    results.add("parity/extract_rows_equal", same_rows, f"parity: lary extract on ALOHA, {device.type} vs CPU: the same {cpu.num_rows} rows: {same_rows}")
+    results.add("parity/extract_rows_equal", same_rows,
+                f"parity: lary extract on ALOHA, {device.type} vs CPU: the same {cpu.num_rows} rows: {same_rows}")
     results.add("parity/extract_code_agreement", agreement,
-                f"parity: lary extract on ALOHA, {device.type} fp32 vs CPU fp32: {100 * agreement:.2f}% of {codes_cpu.size} codes agree")
+                f"parity: lary extract on ALOHA, {device.type} fp32 vs CPU fp32: {100 * agreement:.2f}% of "
+                f"{codes_cpu.size} codes agree")
 
 
 def summary(results: Results) -> None:

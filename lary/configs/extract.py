@@ -29,7 +29,9 @@ class ExtractConfig:
     limit: int | None = option("Only the first N samples (dataset rows, files, folders, episodes).", default=None, group="input")
     stride: int = option("Latent actions of frames (t, t + stride).", default=1)
     out: Path = option("Output folder: Parquet shards, manifest.json, errors.jsonl.", short="-o")
-    dtype: Literal["float32", "bfloat16", "float16"] = option("Model weights dtype (float32 on a GPU computes without TF32, as on the CPU).", default="float32")
+    dtype: Literal["float32", "bfloat16", "float16"] = option(
+        "Model weights dtype (float32 on a GPU computes without TF32, as on the CPU).", default="float32"
+    )
     batch_size: int = option("Frame pairs per forward pass.", default=32, same_run=False, group="performance")
     shard_size: int | None = option(
         "Rows per output shard, the unit of resuming (default: rows / processes, at most 1000; a rerun keeps the first "

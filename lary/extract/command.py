@@ -229,7 +229,8 @@ class LoopTime:
     def describe(self) -> str:
         share = self.waiting / max(self.total - (self.first_batch or 0.0), 1e-9)
         hint = "; more --num-workers (on free cores) would feed it faster" if share > WAIT_HINT_SHARE else ""
-        return f"first batch after {self.first_batch or 0.0:.1f} s, then the model waited for frames {100 * share:.0f}% of the time{hint}"
+        return (f"first batch after {self.first_batch or 0.0:.1f} s, then the model waited for frames "
+                f"{100 * share:.0f}% of the time{hint}")
 
 
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
