@@ -177,19 +177,22 @@ def test_different_arguments_into_the_same_folder_are_refused(tmp_path, tiny_mod
     assert extract(*args, "--limit", "2", "--batch-size", "7") == 0  # batch size does not change the output
 
 
-def test_each_extract_in_a_process_gets_the_device_it_asks_for():
-    """accelerate keeps the first `PartialState(cpu=...)` of a process and ignores later `cpu` flags; a benchmark that
-    ran a CPU extract and then a GPU one in one process got the CPU twice (2026-11-28, on an H200)."""
-    from accelerate import PartialState
+def test_each_command_in_a_process_gets_the_device_and_precision_it_asks_for():
+    """accelerate keeps the first `PartialState(cpu=...)` of a process and ignores later `cpu` flags (a benchmark that
+    ran a CPU extract and then a GPU one in one process got the CPU twice, 2026-11-28, on an H200), and a later
+    `Accelerator` with another precision raises "restart your runtime"."""
+    from accelerate.state import AcceleratorState
 
-    from lary.extract.command import process_state
+    from lary.processes import accelerator, process_state
 
     try:
         assert process_state(cpu=True)._cpu is True
         assert process_state(cpu=False)._cpu is False
+        assert accelerator(cpu=True).state._cpu is True  # as `lary evaluate --cpu` after an extract
+        assert accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"  # then `lary train`
         assert process_state(cpu=True).device.type == "cpu"
     finally:
-        PartialState._reset_state()
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def test_float32_on_a_gpu_is_computed_without_tf32_and_the_settings_come_back():

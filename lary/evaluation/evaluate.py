@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from lary import processes
 from lary.configs.evaluate import EvaluateConfig
 from lary.errors import LaryError
 
@@ -132,7 +132,7 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
 def evaluate(args: EvaluateConfig) -> dict:
     """Read both splits (features per batch), train the probe, write `results.json` and plots under `args.out`;
     returns the results."""
-    accelerator = Accelerator(cpu=args.cpu)
+    accelerator = processes.accelerator(cpu=args.cpu)
     set_seed(args.seed)
     target = "label" if args.task == "classification" else args.target
     split_info = None

@@ -45,6 +45,7 @@ from lary.extract.sources import (
     Source,
     VideoSource,
 )
+from lary.processes import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +53,6 @@ MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
 WAIT_HINT_SHARE = 0.1  # above this share of the loop spent waiting for frames, the summary suggests more workers
 PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
-
-
-def process_state(cpu: bool) -> PartialState:
-    """accelerate's state of this process, on the CPU if `cpu`. accelerate sets it up once per process and then
-    ignores `cpu`, so an earlier run in the same process (a notebook, a benchmark) would choose the device: a single
-    process sets it up again; launched processes share it, so there a different `--cpu` is an error."""
-    state = PartialState(cpu=cpu)
-    if state._cpu != cpu:
-        if state.num_processes > 1:
-            raise LaryError(f"this process's accelerate state was set up with cpu={state._cpu}; --cpu is {cpu}")
-        PartialState._reset_state()
-        state = PartialState(cpu=cpu)
-    return state
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
 
-from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor, processes
 from lary.configs.parser import to_dict
 from lary.configs.train import TrainConfig
 from lary.errors import LaryError
@@ -105,7 +105,7 @@ def _trim_log(path: Path, step: int) -> None:
 
 def train(args: TrainConfig) -> Path:
     """Train and write `args.out`: the final Hub-ready model, `checkpoints/`, `log.jsonl`, `training_curves.png`."""
-    accelerator = Accelerator(
+    accelerator = processes.accelerator(
         cpu=args.cpu,
         mixed_precision=args.mixed_precision,
         # `code_usage` is a per-process count (summed at replacement); DDP must not overwrite it with rank 0's
