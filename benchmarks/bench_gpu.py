@@ -10,7 +10,7 @@ One script for a GPU machine (a few minutes; `--parts` runs some of it), in the 
    peak that this reaches;
 3. `lary extract` end to end on 480x640 H.264 videos it writes (decoding in DataLoader workers, resizing on the GPU),
    bf16, and its ratio to model-only video mode;
-4. fp32, then `torch.compile`d bf16, while time is left (`--budget`).
+4. fp32, then `torch.compile`d bf16, then `lary extract --compile`, while time is left (`--budget`).
 With `--tiny` it runs a tiny shape on the CPU in seconds (what the test suite does). Prints one line per measurement
 and a table at the end, and rewrites `--json` after each measurement (a run cut short keeps what it measured).
 
@@ -48,7 +48,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 # dense bf16 tensor-core peaks (FLOP/s) by device name
 BF16_PEAKS = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12,
               "H100": 756e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
-PARTS = ("parity", "bf16", "extract", "fp32", "compiled")  # in the order they run
+PARTS = ("parity", "bf16", "extract", "fp32", "compiled", "extract_compiled")  # in the order they run
 TINY_BACKBONE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                  "num_register_tokens": 4, "image_size": 224, "patch_size": 16}
 TINY_LAQ = dict(quant_dim=8, spatial_depth=1, temporal_depth=1, decoder_depth=1, dim_head=16, heads=4)
@@ -209,16 +209,19 @@ def run_extract(config: ExtractConfig) -> tuple[Rate, float]:
     return rate, time.perf_counter() - started
 
 
-def extract_end_to_end(args, device: torch.device, results: Results, scratch: Path) -> None:
-    model_dir = scratch / "model"
+def extract_end_to_end(args, device: torch.device, results: Results, scratch: Path, compiled: bool = False) -> None:
+    """`lary extract` (with `--compile` if `compiled`) on videos it writes, against the model alone in video mode."""
+    model_dir, videos = scratch / "model", scratch / "videos"
     dtype = "bfloat16" if device.type == "cuda" else "float32"
-    make_model(args.tiny, device, getattr(torch, dtype)).save_pretrained(model_dir)
-    LapaDinov3Processor().save_pretrained(model_dir)
-    started = time.perf_counter()
-    videos = write_videos(scratch / "videos", args.videos, args.frames)
-    print(f"wrote {args.videos} videos in {time.perf_counter() - started:.0f} s", flush=True)
-    config = ExtractConfig(model=str(model_dir), videos=[str(videos / "*.mp4")], out=scratch / "out", dtype=dtype,
-                           batch_size=args.pairs, cpu=device.type != "cuda")
+    if not model_dir.is_dir():
+        make_model(args.tiny, device, getattr(torch, dtype)).save_pretrained(model_dir)
+        LapaDinov3Processor().save_pretrained(model_dir)
+        started = time.perf_counter()
+        write_videos(videos, args.videos, args.frames)
+        print(f"wrote {args.videos} videos in {time.perf_counter() - started:.0f} s", flush=True)
+    variant = "compiled" if compiled else "eager"
+    config = ExtractConfig(model=str(model_dir), videos=[str(videos / "*.mp4")], out=scratch / f"out-{variant}",
+                           dtype=dtype, batch_size=args.pairs, cpu=device.type != "cuda", compile=compiled)
     compute, rates = LatentActionExtractor.compute, []
 
     def timed_compute(self, pieces):  # pairs/s of each batch's compute (it ends copying the outputs to the CPU)
@@ -234,12 +237,14 @@ def extract_end_to_end(args, device: torch.device, results: Results, scratch: Pa
         LatentActionExtractor.compute = compute
     rate, in_loop = reported.rate, statistics.median(rates[1:] or rates)
     pairs = args.videos * (args.frames - 1)
-    model_only = (results.get(f"video/{dtype}/eager") or {}).get("pairs_per_s")
+    model_only = (results.get(f"video/{dtype}/{variant}") or {}).get("pairs_per_s")
     ratio = rate / model_only if model_only else None
-    results.add("extract", {"pairs_per_s": rate, "pairs": pairs, "wall_s": wall, "of_model_only": ratio, "loop": reported.loop,
-                            "compute_pairs_per_s": in_loop},
-                f"lary extract end to end ({dtype}, {args.videos} x {args.frames} frames 480x640 H.264): {rate:,.1f} "
-                f"pairs/s" + (f", {100 * ratio:.0f}% of model-only video mode" if ratio else "") + f" ({wall:.0f} s with "
+    results.add("extract" + ("/compiled" if compiled else ""),
+                {"pairs_per_s": rate, "pairs": pairs, "wall_s": wall, "of_model_only": ratio, "loop": reported.loop,
+                 "compute_pairs_per_s": in_loop},
+                f"lary extract{' --compile' if compiled else ''} end to end ({dtype}, {args.videos} x {args.frames} frames "
+                f"480x640 H.264): {rate:,.1f} pairs/s" + (f", {100 * ratio:.0f}% of {variant} model-only video mode" if ratio else "")
+                + f" ({wall:.0f} s with "
                 f"model loading); its compute step (resize, model, outputs to the CPU) ran at {in_loop:,.1f} pairs/s "
                 f"(median batch after the first); {reported.loop}")
 
@@ -353,11 +358,14 @@ def main() -> None:
             section(results, "model/bfloat16", throughput, args, device, results, torch.bfloat16, "eager")
         if "extract" in parts:
             section(results, "extract", extract_end_to_end, args, device, results, Path(scratch))
-    if "fp32" in parts:
-        with exact_float32(device, torch.float32):  # fp32 means fp32, as in `lary extract --dtype float32`
-            section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
-    if "compiled" in parts and (device.type == "cuda" or args.compile):
-        section(results, "model/compiled", throughput, args, device, results, torch.bfloat16, "compiled")
+        if "fp32" in parts:
+            with exact_float32(device, torch.float32):  # fp32 means fp32, as in `lary extract --dtype float32`
+                section(results, "model/float32", throughput, args, device, results, torch.float32, "eager")
+        if device.type == "cuda" or args.compile:
+            if "compiled" in parts:
+                section(results, "model/compiled", throughput, args, device, results, torch.bfloat16, "compiled")
+            if "extract_compiled" in parts and time.perf_counter() < args.deadline:
+                section(results, "extract/compiled", extract_end_to_end, args, device, results, Path(scratch), True)
     summary(results)
 
 

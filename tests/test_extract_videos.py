@@ -309,3 +309,18 @@ def test_the_summary_says_whether_the_model_waited_for_frames(tmp_path, tiny_mod
         shares[slow] = int(line.split("waited for frames ")[1].split("%")[0])
         assert ("more --num-workers" in line) == (shares[slow] > 10), line
     assert shares["decoding"] > 60 and shares["model"] < 35, shares
+
+
+def test_compile_writes_the_rows_of_the_eager_model(tmp_path, tiny_model, long_video):
+    """`--compile`: compiled at the first batch (32 pairs) and once more for the last (25 pairs); the same rows."""
+    tables = {}
+    for flags in ((), ("--compile",)):
+        out = tmp_path / ("compiled" if flags else "eager")
+        assert extract("--model", str(tiny_model), "--videos", str(long_video), "--batch-size", "32", *flags,
+                       "--out", str(out)) == 0
+        tables[bool(flags)] = pq.read_table(sorted(out.glob("*.parquet")))
+    eager, compiled = tables[False], tables[True]
+    assert compiled.num_rows == eager.num_rows == 89
+    assert compiled.select(["id", "frame_index", "action_indices"]).equals(eager.select(["id", "frame_index", "action_indices"]))
+    for column in ("latent_actions", "continuous_latent_actions"):
+        np.testing.assert_allclose(np.asarray(compiled[column].to_pylist()), np.asarray(eager[column].to_pylist()), atol=1e-5)

@@ -46,6 +46,11 @@ class ExtractConfig:
         "Torch threads per process (default: the process's cores, cores / processes, minus its workers).",
         default=None, same_run=False, group="performance",
     )
+    compile: bool = option(
+        "torch.compile the LAPA-DINOv3 model: compiled at the first batch and once more when batch shapes change, then "
+        "faster on a GPU (the compiled model alone: 1.44x in bf16 on an H200).",
+        default=False, same_run=False, group="performance",
+    )
     device_map: Literal["auto"] | None = option("Spread one big model over all GPUs (one process).", default=None, same_run=False, group="performance")
     cpu: bool = option("Run on CPU, also under `accelerate launch`.", default=False, same_run=False, group="performance")
 
@@ -56,3 +61,4 @@ class ExtractConfig:
         require(self.camera is None and self.episodes is None or self.lerobot is not None, "--camera and --episodes go with --lerobot")
         require(self.labels is None or bool(self.videos or self.images), "--labels goes with --videos or --images")
         require(self.revision is None or bool(self.dataset or self.lerobot), "--revision goes with --dataset or --lerobot")
+        require(not self.compile or self.model is not None, "--compile goes with --model (LAPA-DINOv3)")

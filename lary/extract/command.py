@@ -82,7 +82,7 @@ def make_extractor(config: ExtractConfig, state: PartialState) -> tuple[Extracto
     name = config.model or config.encoder
     model = load_model(name, config.dtype, config.device_map, state.device, encoder=config.encoder is not None)
     if config.model:
-        return LatentActionExtractor(model, name, config.batch_size), model
+        return LatentActionExtractor(model, name, config.batch_size, compiled=config.compile), model
     return EncoderFeatureExtractor(model, name, config.batch_size), model
 
 

@@ -111,10 +111,13 @@ def _split(values: dict[str, torch.Tensor], pieces: list[Piece]) -> list[dict[st
 
 class LatentActionExtractor:
     """LAPA-DINOv3 `action_indices`, `latent_actions` and `continuous_latent_actions`, with the processor saved in
-    the model folder (its size and resample)."""
+    the model folder (its size and resample). With `compiled`, the backbone's features and the latent actions are
+    computed by `torch.compile`d calls (compiled at the first batch, and once more when batch shapes change)."""
 
-    def __init__(self, model: LapaDinov3Model, name: str, batch_size: int):
+    def __init__(self, model: LapaDinov3Model, name: str, batch_size: int, compiled: bool = False):
         self.model, self.batch_size = model, batch_size
+        self._features = torch.compile(model.extract_features) if compiled else model.extract_features
+        self._latent_actions = torch.compile(model) if compiled else model
         self.processor = load_processor(name, model.config.backbone_config.image_size)
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
@@ -147,11 +150,11 @@ class LatentActionExtractor:
     def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
         pixels = self._pixels(pieces)
         # frames in chunks of at most two batches: a long clip row does not hold all its activations at once
-        features = torch.cat([self.model.extract_features(chunk) for chunk in pixels.split(2 * self.batch_size)])
+        features = torch.cat([self._features(chunk) for chunk in pixels.split(2 * self.batch_size)])
         first, second = _pair_indices(pieces)
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in LATENT_ACTION_COLUMNS}
         for a, b in zip(first.split(self.batch_size), second.split(self.batch_size)):
-            output = self.model(backbone_features=torch.stack((features[a], features[b]), dim=1))
+            output = self._latent_actions(backbone_features=torch.stack((features[a], features[b]), dim=1))
             for name in LATENT_ACTION_COLUMNS:
                 outputs[name].append(output[name])
         return _split({name: torch.cat(values) for name, values in outputs.items()}, pieces)
