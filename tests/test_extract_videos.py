@@ -311,6 +311,7 @@ def test_the_summary_says_whether_the_model_waited_for_frames(tmp_path, tiny_mod
     assert shares["decoding"] > 60 and shares["model"] < 35, shares
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own compiler
 def test_compile_writes_the_rows_of_the_eager_model(tmp_path, tiny_model, long_video):
     """`--compile`: compiled at the first batch (32 pairs) and once more for the last (25 pairs); the same rows."""
     tables = {}
