@@ -4,15 +4,16 @@ One script for a GPU machine (a few minutes; `--parts` runs some of it), in the 
 1. parity: the golden reference checkpoint's codes on the GPU in fp32 (no TF32; equal to the reference's) and bf16
    (agreement); `lary extract` with the embedded model on the real ALOHA videos on the GPU (fp32, resizing there) vs
    on the CPU (the same rows and codes); the GPU resize of real frames vs the CPU resize (within one grey level);
-2. model-only pairs/s of the released shape (DINOv3 ViT-L/16 + the LAQ, random weights), SDPA attention, in bf16 and
-   fp32, pair mode (`pixel_values`, each frame through the backbone per pair) and video mode (`pixel_values_videos`,
+2. model-only pairs/s of the released shape (DINOv3 ViT-L/16 + the LAQ, random weights), SDPA attention, in bf16,
+   pair mode (`pixel_values`, each frame through the backbone per pair) and video mode (`pixel_values_videos`,
    each frame once); with the FLOPs per pair (counted by `FlopCounterMode`) and the fraction of the card's dense bf16
    peak that this reaches;
 3. `lary extract` end to end on 480x640 H.264 videos it writes (decoding in DataLoader workers, resizing on the GPU),
    bf16, and its ratio to model-only video mode;
-4. fp32, then `torch.compile`d bf16, then `lary extract --compile`, while time is left (`--budget`).
+4. the same in fp32 (no TF32), then `torch.compile`d in bf16, then `lary extract --compile`, while time is left
+   (`--budget`).
 With `--tiny` it runs a tiny shape on the CPU in seconds (what the test suite does). Prints one line per measurement
-and a table at the end, and rewrites `--json` after each measurement (a run cut short keeps what it measured).
+and a summary at the end, and rewrites `--json` after each measurement (a run cut short keeps what it measured).
 
     python benchmarks/bench_gpu.py [--tiny] [--json gpu_results.json] [--shared ../shared]
 """
