@@ -39,13 +39,15 @@ class ParquetShard:
         self.temporary = path.with_name(f".{path.name}.tmp")
         self.writer: pq.ParquetWriter | None = None
         self.pending: list[pa.Table] = []  # the next row group's tables
+        self.pending_rows = self.pending_bytes = 0
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         self.pending.append(table)
         self.rows += table.num_rows
-        rows, size = sum(part.num_rows for part in self.pending), sum(part.nbytes for part in self.pending)
-        if rows >= self.row_group_rows or size >= ROW_GROUP_BYTES:
+        self.pending_rows += table.num_rows
+        self.pending_bytes += table.nbytes
+        if self.pending_rows >= self.row_group_rows or self.pending_bytes >= ROW_GROUP_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -53,7 +55,7 @@ class ParquetShard:
             self.writer = pq.ParquetWriter(self.temporary, self.schema)
         if self.pending:
             self.writer.write_table(pa.concat_tables(self.pending))
-            self.pending = []
+            self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
 
     def publish(self, sidecar: dict[str, Any] | None = None) -> Path:
         """Close the file (an empty shard has the schema and no rows), write the sidecar, rename into place."""

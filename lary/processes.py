@@ -30,10 +30,12 @@ def _set_up_for(cpu: bool, mixed_precision: str | None = None) -> None:
 
 
 def process_state(cpu: bool) -> PartialState:
+    """`PartialState(cpu=cpu)`, set up for this command."""
     _set_up_for(cpu)
     return PartialState(cpu=cpu)
 
 
 def accelerator(cpu: bool, mixed_precision: str | None = None, **kwargs) -> Accelerator:
+    """`Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)`, set up for this command."""
     _set_up_for(cpu, mixed_precision)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)

@@ -210,14 +210,14 @@ class LoopTime:
     """Where this process's extraction loop spent its time: until the first batch arrived (forking the workers and
     their first windows), then waiting for decoded batches, out of the whole loop."""
 
-    first_batch: float | None = None
-    waiting: float = 0.0
-    total: float = 0.0
+    first_batch: float
+    waiting: float
+    total: float
 
     def describe(self) -> str:
-        share = self.waiting / max(self.total - (self.first_batch or 0.0), 1e-9)
+        share = self.waiting / max(self.total - self.first_batch, 1e-9)
         hint = "; more --num-workers (on free cores) would feed it faster" if share > WAIT_HINT_SHARE else ""
-        return (f"first batch after {self.first_batch or 0.0:.1f} s, then the model waited for frames "
+        return (f"first batch after {self.first_batch:.1f} s, then the model waited for frames "
                 f"{100 * share:.0f}% of the time{hint}")
 
 
@@ -233,7 +233,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
                     desc=f"extract (process 1 of {state.num_processes})")
     pairs_done, start = 0, time.perf_counter()
-    times = LoopTime()
+    first_batch = None
     release = PeriodicRelease()
     # The workers fork from this process: with its objects frozen, no garbage collection (here or in a worker)
     # writes to their headers, so the pages they share stay shared instead of being copied bit by bit over a long
@@ -247,8 +247,8 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
         busy = 0.0  # handling batches after the first arrived; the rest of that time the loop waited for one
         for item in items:
             began = time.perf_counter()
-            if times.first_batch is None:
-                times.first_batch = began - start
+            if first_batch is None:
+                first_batch = began - start
             if isinstance(item, UnitEnd):
                 writers.close(item.unit, item.errors)
             else:
@@ -262,11 +262,11 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
             busy += time.perf_counter() - began
     finally:
         gc.unfreeze()
-    times.total = time.perf_counter() - start
-    times.waiting = times.total - (times.first_batch or 0.0) - busy
+    total = time.perf_counter() - start
+    first_batch = total if first_batch is None else first_batch
     writers.finish()
     progress.close()
-    return times
+    return LoopTime(first_batch, total - first_batch - busy, total)
 
 
 def extract(config: ExtractConfig) -> int:

@@ -115,7 +115,7 @@ class LatentActionExtractor:
     computed by `torch.compile`d calls (compiled at the first batch, and once more when batch shapes change)."""
 
     def __init__(self, model: LapaDinov3Model, name: str, batch_size: int, compiled: bool = False):
-        self.model, self.batch_size = model, batch_size
+        self.batch_size = batch_size
         self._features = torch.compile(model.extract_features) if compiled else model.extract_features
         self._latent_actions = torch.compile(model) if compiled else model
         self.processor = load_processor(name, model.config.backbone_config.image_size)
