@@ -34,8 +34,8 @@ class ExtractConfig:
     )
     batch_size: int = option("Frame pairs per forward pass.", default=32, same_run=False, group="performance")
     shard_size: int | None = option(
-        "Rows per output shard, the unit of resuming (default: rows / processes, at most 1000; a rerun keeps the first "
-        "run's).", default=None, same_run=False, group="performance",
+        "Rows per output shard, the unit of resuming (default: equal shards of at most 1000 rows, as many as a multiple "
+        "of processes x decoding workers; a rerun keeps the first run's).", default=None, same_run=False, group="performance",
     )
     num_workers: int | None = option(
         "DataLoader processes that decode and resize frames (default: half the process's cores, at most 4; on a GPU all "

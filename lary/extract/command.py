@@ -104,16 +104,25 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
     return counts, frame_pts
 
 
-def make_plan(outdir: Path, source: Source, config: ExtractConfig, num_processes: int, labels: Labels | None) -> None:
-    """The first run's plan (`plan.json`): the shard size (by default the rows split over the processes, at most
-    `MAX_AUTO_SHARD_SIZE`, so that every process gets work), and for the pair layout the shards' segments."""
+def auto_shard_size(total: int, readers: int) -> int:
+    """Rows per shard for `total` rows read by `readers` (processes x decoding workers): shards of at most
+    `MAX_AUTO_SHARD_SIZE` rows, as many as a multiple of `readers`, so no reader is left with the last shards alone
+    (10 shards for 8 workers kept 2 busy for a fifth of the run)."""
+    shards = -(-max(total, 1) // MAX_AUTO_SHARD_SIZE)
+    shards = -(-shards // readers) * readers
+    return max(1, -(-total // shards))
+
+
+def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int, labels: Labels | None) -> None:
+    """The first run's plan (`plan.json`): the shard size (by default `auto_shard_size` over the `readers`, processes
+    x decoding workers, so that every one gets an equal share), and for the pair layout the shards' segments."""
     if source.layout == "row":
         counts, frame_pts = [], []
         total = len(source)
     else:
         counts, frame_pts = _plan_pairs(source, config.stride, labels)
         total = sum(count or 1 for count in counts)
-    shard_size = config.shard_size or max(1, min(MAX_AUTO_SHARD_SIZE, -(-total // num_processes)))
+    shard_size = config.shard_size or auto_shard_size(total, readers)
     units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
     plan.save(outdir, units, {"layout": source.layout, "shard_size": shard_size, "samples": len(source)})
 
@@ -299,7 +308,7 @@ def extract(config: ExtractConfig) -> int:
             if shards.read_run(outdir) is not None:
                 shards.check_run(outdir, record)
             if plan.load(outdir) is None:
-                make_plan(outdir, source, config, state.num_processes, labels)
+                make_plan(outdir, source, config, state.num_processes * max(workers, 1), labels)
             shards.record_run(outdir, record)
             shards.remove_temporary_files(outdir)
         except LaryError as error:
