@@ -26,6 +26,7 @@ CONFIG = dict(
 )
 TOKENS = 7 * 7  # patch grid of 112-pixel frames and 16-pixel patches
 ATTENTION_LAYERS = 2 + 1 + 2  # spatial, temporal, the decoder's self- and cross-attention
+TEMPORAL_LAYERS = CONFIG["temporal_depth"]
 
 
 def _model(**overrides) -> LapaDinov3Model:
@@ -126,7 +127,8 @@ def test_set_attn_implementation_switches_every_attention_layer(tmp_path, monkey
     pixels = _pixels(1, 2)
     with torch.no_grad():
         model(pixel_values=pixels, return_predicted_features=True)
-        assert calls == []
+        assert len(calls) == TEMPORAL_LAYERS  # SDPA everywhere but over the pair's 2 frames (`FEW_KEYS`)
+        calls.clear()
         model.set_attn_implementation("eager")
         assert {m.config._attn_implementation for m in model.modules() if hasattr(m, "q_proj")} == {"eager"}
         out = model(pixel_values=pixels, return_predicted_features=True, output_attentions=True)
@@ -135,7 +137,7 @@ def test_set_attn_implementation_switches_every_attention_layer(tmp_path, monkey
     model.set_attn_implementation("sdpa")
     with torch.no_grad():
         out = model(pixel_values=pixels, output_attentions=True)
-    assert len(calls) == ATTENTION_LAYERS and out.attentions == () and out.backbone_attentions == ()
+    assert len(calls) == ATTENTION_LAYERS + TEMPORAL_LAYERS and out.attentions == () and out.backbone_attentions == ()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
