@@ -223,3 +223,7 @@ def test_the_embedded_example_holds_no_code_and_exports_the_current_code(tmp_pat
     model.save_pretrained(tmp_path / "copy")
     for name in ("configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"):
         assert (tmp_path / "copy" / name).read_text() == (REPO_ROOT / name).read_text()
+    # its processor settings are spelled out as a save writes them now (resample included), not left to defaults
+    AutoProcessor.from_pretrained(example).save_pretrained(tmp_path / "processor")
+    saved = tmp_path / "processor" / "preprocessor_config.json"
+    assert json.loads(saved.read_text()) == json.loads((example / "preprocessor_config.json").read_text())
