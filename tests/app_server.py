@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from conftest import free_port  # noqa: E402
 
 from lary.app.analysis import Analyzer  # noqa: E402
 from lary.app.limits import Limits  # noqa: E402
@@ -20,12 +21,6 @@ from lary.demo import default_model  # noqa: E402
 class Served:
     url: str
     analyzer: Analyzer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,11 @@ def vitl_manifest() -> Path:
 def lary_metadata_dir() -> Path:
     """Real LARY metadata CSVs (media not included)."""
     return shared_path("lary", "metadata")
+
+
+def free_port() -> int:
+    """A localhost port nothing listens on now: for the app's server and `accelerate launch`'s rendezvous (its default,
+    29500, would be shared by every launch that runs at once or is still closing)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import free_port
+from conftest import free_port
 from PIL import Image
 
 from lary.app.page import example_clips

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from test_evaluation_features import write_extract_output
 
 SMALL_CLASSIFIER = ["--hidden-dim", "32", "--pooler-depth", "2", "--attention-heads", "4", "--batch-size", "32"]
@@ -76,8 +77,8 @@ def regression_results(tmp_path_factory) -> dict[str, Path]:
             "--epochs", "3", "--cpu", "--selection", "held-out", *SMALL_REGRESSOR]
     run(sys.executable, *args, "--out", str(root / "one"), "--cache-dir", str(root / "cache-one"))
     run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", *args, "--out", str(root / "two"),
-        "--cache-dir", str(root / "cache-two"))
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args,
+        "--out", str(root / "two"), "--cache-dir", str(root / "cache-two"))
     return {"one": root / "one", "two": root / "two", "cache-two": root / "cache-two"}
 
 

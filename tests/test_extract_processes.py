@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 from lary.data.loading import load_lary_split
 from lary.synthetic import make_clip, write_video
 
 ROWS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
