@@ -107,7 +107,7 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
 def auto_shard_size(total: int, readers: int) -> int:
     """Rows per shard for `total` rows read by `readers` (processes x decoding workers): shards of at most
     `MAX_AUTO_SHARD_SIZE` rows, as many as a multiple of `readers`, so no reader is left with the last shards alone
-    (10 shards for 8 workers kept 2 busy for a fifth of the run)."""
+    (10 shards for 8 workers leave 2 of them decoding the last 2 while 6 wait)."""
     shards = -(-max(total, 1) // MAX_AUTO_SHARD_SIZE)
     shards = -(-shards // readers) * readers
     return max(1, -(-total // shards))
