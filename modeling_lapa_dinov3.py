@@ -33,8 +33,9 @@ from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
 from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
 
 VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
-# SDPA's kernels are slower than the plain product over this few keys without a mask (the temporal attention over a
-# pair's 2 frames): 13.0 against 5.6 ms a layer on an H200 (bf16, 256 pairs), 12.9 against 5.8 on a CPU core.
+# In bfloat16, SDPA's kernels are slower than the plain product over this few keys without a mask (the temporal
+# attention over a pair's 2 frames): 13.0 against 5.6 ms a layer on an H200 (256 pairs), 4.9x slower on the CPU. In
+# float32 the CPU's SDPA is the faster (3x), so float32 keeps it.
 FEW_KEYS = 2
 
 
@@ -205,7 +206,8 @@ class LapaDinov3Attention(nn.Module):
         key = F.normalize(key, dim=-1) * self.k_scale
         if attention_mask is not None:
             attention_mask = attention_mask.to(query.dtype)
-        if self.config._attn_implementation == "sdpa" and attention_mask is None and key.shape[-2] <= FEW_KEYS:
+        few_keys = attention_mask is None and key.shape[-2] <= FEW_KEYS and query.dtype == torch.bfloat16
+        if few_keys and self.config._attn_implementation == "sdpa":
             attn_output = eager_attention_forward(self, query, key, value, None, self.scaling)[0]
             return self.o_proj(attn_output.flatten(2)), None  # no weights, as with SDPA
 
