@@ -34,8 +34,8 @@ from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
 
 VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
 # In bfloat16, SDPA's kernels are slower than the plain product over this few keys without a mask (the temporal
-# attention over a pair's 2 frames): 13.0 against 5.6 ms a layer on an H200 (256 pairs), 4.9x slower on the CPU. In
-# float32 the CPU's SDPA is the faster (3x), so float32 keeps it.
+# attention over a pair's 2 frames): 13.0 ms a layer against 5.6 for SDPA's math path (the same product) on an H200
+# (256 pairs), 4.9x slower on the CPU. In float32 the CPU's SDPA is the faster (3x), so float32 keeps it.
 FEW_KEYS = 2
 
 
