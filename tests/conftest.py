@@ -53,3 +53,11 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def accelerate_launch(*options: str, port: int | None = None) -> list[str]:
+    """Python arguments that run a script or module under `accelerate launch` as 2 CPU processes, with `options` (one
+    machine unless they say otherwise), meeting at `port` (a free one by default)."""
+    machines = options or ("--num_machines", "1")
+    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(port or free_port()), *machines]

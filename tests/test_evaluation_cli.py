@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import accelerate_launch
 from test_evaluation_features import write_extract_output
 
 SMALL_CLASSIFIER = ["--hidden-dim", "32", "--pooler-depth", "2", "--attention-heads", "4", "--batch-size", "32"]
@@ -76,9 +76,7 @@ def regression_results(tmp_path_factory) -> dict[str, Path]:
     args = ["-m", "lary", "evaluate", "--train", str(train), "--validation", str(val), "--task", "regression",
             "--epochs", "3", "--cpu", "--selection", "held-out", *SMALL_REGRESSOR]
     run(sys.executable, *args, "--out", str(root / "one"), "--cache-dir", str(root / "cache-one"))
-    run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args,
-        "--out", str(root / "two"), "--cache-dir", str(root / "cache-two"))
+    run(sys.executable, *accelerate_launch(), *args, "--out", str(root / "two"), "--cache-dir", str(root / "cache-two"))
     return {"one": root / "one", "two": root / "two", "cache-two": root / "cache-two"}
 
 

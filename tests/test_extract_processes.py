@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import accelerate_launch, free_port
 from test_extract import ENV, prepare_lary, read_manifest, read_output, save_tiny_model
 
 from lary.data.loading import load_lary_split
@@ -40,9 +40,7 @@ def test_two_processes_equal_one(tmp_path, setup):
     extra = ("--limit", "20", "--shard-size", "3", "--batch-size", "2")
     one = run(extract_args(model, dataset, tmp_path / "one", *extra))
     assert one.returncode == 0, one.stderr
-    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    two = run([*launch, *extract_args(model, dataset, tmp_path / "two", *extra)])
+    two = run([*accelerate_launch(), *extract_args(model, dataset, tmp_path / "two", *extra)])
     assert two.returncode == 0, two.stderr
     assert "extracted 20 rows (20 pairs)" in one.stderr and "extracted 20 rows (20 pairs)" in two.stderr
 
@@ -86,9 +84,8 @@ def launch_on_two_machines(args: list[str], port: int) -> list[subprocess.Popen]
     """Two `accelerate launch`es as two machines of one process each (ranks 0 and 1, 127.0.0.1), as on a cluster."""
     launches = []
     for rank in (0, 1):
-        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
-                  "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-                  "--mixed_precision", "no", "--dynamo_backend", "no"]
+        launch = accelerate_launch("--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                                   port=port)
         launches.append(subprocess.Popen([sys.executable, *launch, *args], env=ENV, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True))
     return launches

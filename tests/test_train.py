@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import accelerate_launch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -184,11 +184,6 @@ trainer.train(TrainConfig(backbone=backbone, model_config=Path(laq), data=["synt
                           log_every=1, save_every=20))
 torch.save(record, out / f"record-{rank}.pt")
 """
-def launch_two() -> tuple[str, ...]:
-    """`accelerate launch` of 2 CPU processes, on a rendezvous port of their own."""
-    return (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(free_port()))
 
 
 @pytest.mark.slow
@@ -199,7 +194,7 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    for name, launcher, batch in (("one", (sys.executable,), 16), ("two", launch_two(), 8)):
+    for name, launcher, batch in (("one", (sys.executable,), 16), ("two", (sys.executable, *accelerate_launch()), 8)):
         command = [*launcher, str(script), str(backbone), str(laq), str(tmp_path / name), str(batch), str(lr)]
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -257,7 +252,7 @@ def test_feature_cache_split_over_two_processes_equals_one(tmp_path):
     script = tmp_path / "cache.py"
     script.write_text(CACHE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    for name, launcher in (("one", (sys.executable,)), ("two", launch_two())):
+    for name, launcher in (("one", (sys.executable,)), ("two", (sys.executable, *accelerate_launch()))):
         result = subprocess.run([*launcher, str(script), str(backbone), str(laq), str(tmp_path / f"{name}.pt")],
                                 capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
