@@ -331,6 +331,9 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}")
     defaults = dict(pairs=4, seconds=0.5, videos=2, frames=12) if args.tiny else dict(pairs=256, seconds=6.0, videos=16, frames=600)
     for name, value in defaults.items():
         setattr(args, name, getattr(args, name) or value)
@@ -340,9 +343,6 @@ def main() -> None:
     results = Results(args.json, date=datetime.date.today().isoformat(), tiny=args.tiny, torch=torch.__version__,
                       cpus=os.cpu_count())
     results.add("device", name, f"device: {name}" + (f", dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-    parts = set(args.parts.split(","))
-    if parts - set(PARTS):
-        parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}")
     golden, aloha = args.shared / "golden" / "lapa_dinov3_tiny", args.shared / "robot" / "aloha"
     with tempfile.TemporaryDirectory() as scratch:
         if "parity" in parts:
