@@ -86,8 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     config_parser.validate(config)
     logs.setup(verbosity)
     registration.register()
-    result = _load(COMMANDS[name].runner)(config)  # an exit code, or what the library function returns
+    try:
+        result = _load(COMMANDS[name].runner)(config)  # an exit code, or what the library function returns
+    finally:
+        _leave_process_group()
     return result if isinstance(result, int) else 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group a command under `accelerate launch` joined, if it is still there: a process that
+    exits with gloo's threads running can abort (SIGABRT) while the interpreter shuts down."""
+    distributed = sys.modules.get("torch.distributed")  # not imported by commands that never needed torch
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def run() -> None:

@@ -49,3 +49,21 @@ def test_a_folder_that_does_not_exist_is_named_as_such(tmp_path):
     result = _lary("extract", "--model", "/no/such/dir", "--videos", "x.mp4", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.strip() == "lary extract: error: --model /no/such/dir: no such folder"
     assert not (tmp_path / "o").exists()  # nothing written before the model and the input have loaded
+
+
+def test_a_command_leaves_its_process_group_behind_it(monkeypatch, tmp_path):
+    """A process under `accelerate launch` that exits with its gloo group alive can abort while the interpreter shuts
+    down (a 2-process test did, 2026-11-28): the console destroys the group when the command ends, also on an error."""
+    import torch.distributed as dist
+
+    from lary import cli
+
+    def joins_a_group(config):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        raise cli.LaryError("bad input")
+
+    load, runner = cli._load, cli.COMMANDS["demo"].runner
+    monkeypatch.setattr(cli, "_load", lambda target: joins_a_group if target == runner else load(target))
+    with pytest.raises(cli.LaryError):
+        cli.main(["demo"])
+    assert not dist.is_initialized()

@@ -243,6 +243,7 @@ processor = LapaDinov3Processor(size=64)
 features = compute_features(model, processor, load_clips(["synthetic:5:2"], processor), accelerator, batch_size=3)
 if accelerator.is_main_process:
     torch.save(features, sys.argv[3])
+accelerator.end_training()  # leaves the process group: a process exiting with gloo's threads running can abort
 """
 
 
