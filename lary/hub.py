@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,9 @@ if TYPE_CHECKING:
 PIPELINE_TASK = "latent-action-extraction"
 # `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
 EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-dinov3"
+# The Inference Endpoints handler, a Hub file beside the three code files, and what it imports (with lary's pins)
+ENDPOINT_HANDLER = Path(next(iter(lary_hub.__path__))) / "handler.py"
+ENDPOINT_REQUIREMENTS = ("torch", "transformers", "numpy", "pillow", "av")
 
 
 def default_model() -> Path:
@@ -63,4 +68,15 @@ def export(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "README.md").write_text(render_model_card(model.config, str(out), provenance, base_model))
+    write_endpoint_handler(out)
     return out
+
+
+def write_endpoint_handler(out: Path) -> None:
+    """`handler.py` (Inference Endpoints' custom handler) and the `requirements.txt` it needs, never `lary`."""
+    from packaging.requirements import Requirement
+
+    shutil.copyfile(ENDPOINT_HANDLER, out / "handler.py")
+    requirements = [Requirement(line) for line in importlib.metadata.requires("lary") or []]
+    pins = [str(r) for r in requirements if r.name in ENDPOINT_REQUIREMENTS and r.marker is None]
+    (out / "requirements.txt").write_text("# what handler.py imports (Inference Endpoints installs it)\n" + "\n".join(pins) + "\n")
