@@ -99,7 +99,7 @@ changed into {config.code_seq_len} discrete codes (a codebook of {config.codeboo
 next frame's DINOv3 features from the first frame and the codes: try other codes in the *what if* panel.
 
 Model: `{model}` ({size}x{size} input, on {analyzer.device.type}). Limits: {analyzer.limits.describe()}.
-Run it on your machine with `pip install lary[app]` and `lary app`."""
+Run it on your machine: `pip install -e ".[app]"` in a checkout of lary, then `lary app`."""
 
 
 def _summary(analysis: Analysis) -> str:
