@@ -16,7 +16,7 @@ from transformers import AutoModel
 from lary.configs.model import DemoConfig
 from lary.errors import LaryError
 from lary.frames import load_processor, probe_video, read_video
-from lary.hub import default_model
+from lary.hub import EMBEDDED_MODEL_NOTE, default_model, is_embedded_model
 from lary.synthetic import DIRECTIONS, make_clip
 
 
@@ -95,6 +95,8 @@ def demo(args: DemoConfig) -> int:
         output = model(**inputs)
     indices = output.action_indices[0]
     print(title)
+    if is_embedded_model(model_path):
+        print(f"Note: this is {EMBEDDED_MODEL_NOTE}.")
     print(code_table(indices, numbers, args.stride))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,19 @@ def default_model() -> Path:
     return EMBEDDED_MODEL
 
 
+# What the embedded model is not: said wherever it runs by default (`lary demo`, `lary app`)
+EMBEDDED_MODEL_NOTE = (
+    "the embedded tiny model: its backbone is DINOv3-shaped but randomly initialised (not DINOv3's weights), and it was "
+    "trained on synthetic clips of moving shapes only. It knows nothing of real video: its codes and predictions for "
+    "real footage mean nothing. For real latent actions use a trained model, e.g. --model AGI-Eval/LAPA-DINOv3"
+)
+
+
+def is_embedded_model(name: str | Path) -> bool:
+    """Whether `name` is the embedded tiny model's folder."""
+    return Path(name).expanduser().resolve() == EMBEDDED_MODEL.resolve()
+
+
 def looks_like_path(name: str) -> bool:
     """Whether `name` can only be a local path: absolute, `./`, `../`, `~`, or more than one `/` (a Hub id is
     `name` or `owner/name`)."""

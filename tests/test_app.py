@@ -20,14 +20,17 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from packaging.requirements import Requirement
 from PIL import Image
+from transformers import AutoModel
 
 import lary
 from lary.app.analysis import Analyzer, frame_range, pair_table, parse_codes, read_clip
 from lary.app.limits import Limits
+from lary.app.page import _intro
 from lary.cli import main as lary_main
 from lary.errors import LaryError
 from lary.extract import rows
-from lary.hub import default_model
+from lary.frames import load_processor
+from lary.hub import default_model, export
 from lary.synthetic import make_clip, write_video
 
 LIMITS = Limits(max_frames=24, max_pixels=160 * 160, max_file_mb=1)
@@ -202,4 +205,13 @@ def test_the_space_folder_serves_this_page(monkeypatch):
 
     monkeypatch.setenv("LARY_MODEL", str(default_model()))
     demo = runpy.run_path(str(space / "app.py"))["demo"]  # built, not launched
-    assert "tiny-lapa-dinov3" in demo.config["components"][0]["props"]["value"]
+    intro = demo.config["components"][0]["props"]["value"]
+    assert "tiny-lapa-dinov3" in intro
+    assert "**Note:** this page runs the embedded tiny model: its backbone is DINOv3-shaped but randomly initialised" in intro
+
+
+def test_only_the_embedded_model_is_introduced_as_random(tmp_path):
+    model = AutoModel.from_pretrained(default_model())
+    copy = export(model, tmp_path / "trained", load_processor(default_model(), model.config.backbone_config.image_size))
+    assert "knows nothing of real video" in _intro(Analyzer(default_model()))
+    assert "knows nothing of real video" not in _intro(Analyzer(copy)) and "`trained`" in _intro(Analyzer(copy))

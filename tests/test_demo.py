@@ -21,6 +21,9 @@ def _demo(*args: str) -> str:
 def test_demo_on_a_synthetic_clip(tmp_path):
     stdout = _demo("--out", str(tmp_path), "--stride", "2", "--direction", "3")
     assert "moving up-left" in stdout
+    # the default model says what it is not
+    assert "Note: this is the embedded tiny model: its backbone is DINOv3-shaped but randomly initialised" in stdout
+    assert "It knows nothing of real video" in stdout
     rows = [line for line in stdout.splitlines() if "->" in line and "codes" not in line]
     assert [row.split()[1] for row in rows] == [f"{t}->{t + 2}" for t in range(6)]
     assert all(len(row.split()) == 2 + 4 for row in rows)  # pair, frames, code_seq_len codes
@@ -34,6 +37,7 @@ def test_demo_on_a_video_file(tmp_path):
     rows = [line.split() for line in stdout.splitlines() if "->" in line and "codes" not in line]
     # 4 frames spread over 12: frames 0, 4, 7, 11, labelled with their numbers in the video
     assert "clip.mkv" in stdout and [row[1] for row in rows] == ["0->4", "4->7", "7->11"]
+    assert "It knows nothing of real video" in stdout  # the embedded model named by its folder is still that model
     assert (tmp_path / "o" / "demo_timeline.png").exists()
 
 

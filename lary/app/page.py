@@ -24,6 +24,7 @@ from lary.app import plots
 from lary.app.analysis import Analysis, Analyzer, WhatIf, parse_codes, write_downloads
 from lary.app.limits import MEGABYTE, Limits
 from lary.errors import LaryError
+from lary.hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from lary.synthetic import DIRECTIONS, make_clip, write_video
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,15 @@ changed into {config.code_seq_len} discrete codes (a codebook of {config.codeboo
 next frame's DINOv3 features from the first frame and the codes: try other codes in the *what if* panel.
 
 Model: `{model}` ({size}x{size} input, on {analyzer.device.type}). Limits: {analyzer.limits.describe()}.
-Run it on your machine: `pip install -e ".[app]"` in a checkout of lary, then `lary app`."""
+Run it on your machine: `pip install -e ".[app]"` in a checkout of lary, then `lary app`.{_embedded_note(analyzer)}"""
+
+
+def _embedded_note(analyzer: Analyzer) -> str:
+    """A warning when the page runs the embedded tiny model (`lary app` without --model), which is no DINOv3."""
+    if not is_embedded_model(analyzer.name):
+        return ""
+    note = EMBEDDED_MODEL_NOTE.replace("--model AGI-Eval/LAPA-DINOv3", "`lary app --model AGI-Eval/LAPA-DINOv3`")
+    return f"\n\n> **Note:** this page runs {note}."
 
 
 def _summary(analysis: Analysis) -> str:
