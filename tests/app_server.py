@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -14,6 +15,7 @@ from conftest import free_port  # noqa: E402
 from lary.app.analysis import Analyzer  # noqa: E402
 from lary.app.limits import Limits  # noqa: E402
 from lary.app.page import build_app, launch  # noqa: E402
+from lary.app.sessions import SessionStore  # noqa: E402
 from lary.demo import default_model  # noqa: E402
 
 
@@ -21,6 +23,12 @@ from lary.demo import default_model  # noqa: E402
 class Served:
     url: str
     analyzer: Analyzer
+    blocks: Any  # gradio's Blocks
+
+    @property
+    def sessions(self) -> SessionStore:
+        """The visitors' analyses."""
+        return self.blocks.lary_sessions
 
 
 @contextmanager
@@ -31,6 +39,6 @@ def served_app(limits: Limits) -> Iterator[Served]:
     port = free_port()
     launch(blocks, limits, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield Served(f"http://127.0.0.1:{port}/", analyzer)
+        yield Served(f"http://127.0.0.1:{port}/", analyzer, blocks)
     finally:
         blocks.close()

@@ -4,6 +4,8 @@ runs the command line's server."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import os
 import runpy
@@ -23,9 +25,10 @@ from PIL import Image
 from transformers import AutoModel
 
 import lary
-from lary.app.analysis import Analyzer, frame_range, pair_table, parse_codes, read_clip
+from lary.app.analysis import Analysis, Analyzer, frame_range, pair_table, parse_codes, read_clip
 from lary.app.limits import Limits
 from lary.app.page import _intro
+from lary.app.sessions import SessionStore
 from lary.cli import main as lary_main
 from lary.errors import LaryError
 from lary.extract import rows
@@ -145,6 +148,57 @@ def test_an_unexpected_failure_is_a_short_message(app, videos, monkeypatch):
     with pytest.raises(AppError, match="Something went wrong on our side") as error:
         client(app).predict(handle_file(videos["clip"]), 1, 0, 0, api_name="/extract")
     assert "a bug" not in str(error.value)
+
+
+def test_the_visitors_analyses_are_held_within_a_budget(videos):
+    """Least recently used first, within the budget, none past its age; a replaced one goes at once."""
+    analysis = Analyzer(default_model(), LIMITS).analyse(videos["clip"], stride=1, first=0, last=5)
+    now = [0.0]
+    store = SessionStore(max_bytes=3 * analysis.nbytes, max_age=600, clock=lambda: now[0])
+    keys = []
+    for _ in range(50):  # visitors, one a second
+        now[0] += 1
+        keys.append(store.put(dataclasses.replace(analysis)))
+        assert len(store) <= 3 and store.held_bytes <= 3 * analysis.nbytes
+    assert store.get(keys[-3]) is not None  # the oldest held one, used again: now the most recent
+    store.put(dataclasses.replace(analysis))
+    with pytest.raises(LaryError, match="no longer holds your latent actions"):
+        store.get(keys[-2])
+    for key in (keys[-3], keys[-1]):
+        store.get(key)
+    replaced = store.put(dataclasses.replace(analysis), replaces=keys[-1])
+    assert len(store) == 3 and store.held_bytes == 3 * analysis.nbytes
+    now[0] += 601
+    with pytest.raises(LaryError, match="extract them again"):
+        store.get(replaced)
+    assert len(store) == 0 and store.held_bytes == 0
+    with pytest.raises(LaryError, match="extract the latent actions of a video first"):
+        store.get(None)
+
+
+def test_many_visitors_leave_a_bounded_memory(app, videos):
+    """Visitors extracting one after another: the page holds at most its budget of analyses (counted, and every
+    `Analysis` alive in the process found), gradio's state holds only their keys, and the first visitor, whose
+    analysis went, is asked to extract again."""
+    probe = Analyzer(default_model(), LIMITS).analyse(videos["clip"], stride=1, first=0, last=5)
+    budget = 3 * probe.nbytes
+    del probe
+    app.sessions.max_bytes, saved = budget, app.sessions.max_bytes
+    try:
+        visitors = [client(app) for _ in range(8)]
+        for visitor in visitors:
+            visitor.predict(handle_file(videos["clip"]), 1, 0, 5, api_name="/extract")
+        with pytest.raises(AppError, match="extract them again"):
+            visitors[0].predict(0, "0 0 0 0", api_name="/what_if")
+        visitors[-1].predict(0, "0 0 0 0", api_name="/what_if")
+        gc.collect()
+        alive = [thing for thing in gc.get_objects() if type(thing) is Analysis]
+        assert len(app.sessions) == 3 and app.sessions.held_bytes <= budget
+        assert len(alive) == len(app.sessions), len(alive)
+        held = [value for session in app.blocks.state_holder.session_data.values() for value in session.state_data.values()]
+        assert all(value is None or isinstance(value, str) for value in held)
+    finally:
+        app.sessions.max_bytes = saved
 
 
 def test_analysis_is_video_mode_and_the_downloads_are_lary_extract_rows(videos, tmp_path):

@@ -75,6 +75,14 @@ class Analysis:
     def pairs(self) -> int:
         return len(self.action_indices)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays hold: the frames (pixels, thumbnails) and the latent actions."""
+        clip = self.clip
+        arrays = (clip.frame_indices, clip.times, *clip.thumbnails, self.action_indices, self.latent_actions,
+                  self.continuous_latent_actions)
+        return clip.pixels.nbytes + sum(array.nbytes for array in arrays)
+
     def frame_numbers(self, pair: int) -> tuple[int, int]:
         """The video frame numbers a pair joins."""
         return int(self.clip.frame_indices[pair]), int(self.clip.frame_indices[pair + self.stride])

@@ -23,6 +23,7 @@ import gradio as gr
 from lary.app import plots
 from lary.app.analysis import Analysis, Analyzer, WhatIf, parse_codes, write_downloads
 from lary.app.limits import MEGABYTE, Limits
+from lary.app.sessions import SessionStore
 from lary.errors import LaryError
 from lary.hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from lary.synthetic import DIRECTIONS, make_clip, write_video
@@ -32,7 +33,9 @@ logger = logging.getLogger(__name__)
 TITLE = "LAPA-DINOv3 latent actions"
 REPOSITORY_URL = "https://huggingface.co/AGI-Eval/LAPA-DINOv3"
 MAX_STRIDE = 30
-SESSION_SECONDS = 3600  # a visitor's last analysis is kept this long for the "what if" panel
+SESSION_SECONDS = 3600  # a visitor's last analysis is kept at most this long after its last use (`SessionStore`)
+# Visitors whose page state (a key, and the components a request updated) gradio keeps, the oldest dropped first
+STATE_SESSIONS = 1000
 DOWNLOAD_SECONDS = 3600  # download files are deleted after this long
 # Example clips (`lary.synthetic`): a shape moving one way on a still background, the motion known. At 128 pixels
 # and 10-12 pixels a frame they are close to the embedded model's training clips (64 pixels, 6-10) once resized, and
@@ -155,9 +158,12 @@ def build_app(analyzer: Analyzer) -> gr.Blocks:
     work = tempfile.TemporaryDirectory(prefix="lary-app-")  # examples and downloads; removed when the app is
     examples = example_clips(Path(work.name) / "examples")
     downloads = Path(work.name) / "downloads"
+    sessions = SessionStore(analyzer.limits.max_held_mb * MEGABYTE, SESSION_SECONDS)
 
     @readable_errors
-    def extract(video: str | None, stride: int, first: int | None, last: int | None, progress=gr.Progress()):
+    def extract(
+        held: str | None, video: str | None, stride: int, first: int | None, last: int | None, progress=gr.Progress()
+    ):
         if not video:
             raise LaryError("upload a video, or pick one of the example clips, first")
         analysis = analyzer.analyse(video, stride, first, last, progress=lambda f, m: progress(f, desc=m))
@@ -165,7 +171,7 @@ def build_app(analyzer: Analyzer) -> gr.Blocks:
         files = write_downloads(analysis, _download_folder(downloads))
         pairs = gr.Slider(maximum=analysis.pairs - 1, value=0, interactive=analysis.pairs > 1)
         return (
-            analysis,
+            sessions.put(analysis, replaces=held),
             _summary(analysis),
             plots.timeline(analysis),
             plots.code_histogram(analysis),
@@ -176,25 +182,20 @@ def build_app(analyzer: Analyzer) -> gr.Blocks:
             pairs,
         )
 
-    def _analysis(analysis: Analysis | None) -> Analysis:
-        if analysis is None:
-            raise LaryError("extract the latent actions of a video first (the page keeps them for an hour)")
-        return analysis
-
     @readable_errors
-    def what_if(analysis: Analysis | None, pair: int, codes: str):
-        analysis = _analysis(analysis)
+    def what_if(held: str | None, pair: int, codes: str):
+        analysis = sessions.get(held)
         result = analyzer.what_if(analysis, pair, parse_codes(codes, config.code_seq_len, analysis.codebook_size))
         return plots.what_if(result), _what_if_summary(result)
 
     @readable_errors
-    def take_codes(analysis: Analysis | None, pair: int) -> str:
-        return _codes_text(_analysis(analysis), int(pair))  # the slider keeps `pair` within the clip's pairs
+    def take_codes(held: str | None, pair: int) -> str:
+        return _codes_text(sessions.get(held), int(pair))  # the slider keeps `pair` within the clip's pairs
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, SESSION_SECONDS)) as blocks:
-        blocks.lary_workdir = work  # lives as long as the page
+        blocks.lary_workdir, blocks.lary_sessions = work, sessions  # live as long as the page
         gr.Markdown(_intro(analyzer))
-        state = gr.State(None, time_to_live=SESSION_SECONDS)
+        state = gr.State(None, time_to_live=SESSION_SECONDS)  # the key of the visitor's analysis in `sessions`
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 video = gr.Video(label="Video", sources=["upload"], elem_id="video")
@@ -238,7 +239,7 @@ def build_app(analyzer: Analyzer) -> gr.Blocks:
         what_if_io = {"fn": what_if, "inputs": [state, pair, codes], "outputs": [what_if_image, what_if_text]}
         predict.click(**what_if_io, api_name="what_if", **model_queue)  # first: the public one gets the name
         run.click(
-            extract, [video, stride, first, last],
+            extract, [state, video, stride, first, last],
             [state, summary, timeline, histogram, usage, files, pair, codes, source],
             api_name="extract", **model_queue,
         ).success(**what_if_io, api_visibility="private", **model_queue)
@@ -249,5 +250,6 @@ def build_app(analyzer: Analyzer) -> gr.Blocks:
 
 
 def launch(blocks: gr.Blocks, limits: Limits, **kwargs):
-    """`blocks.launch` with the upload size limit (gradio refuses bigger uploads before they arrive)."""
-    return blocks.launch(max_file_size=limits.max_file_mb * MEGABYTE, **kwargs)
+    """`blocks.launch` with the upload size limit (gradio refuses bigger uploads before they arrive) and at most
+    `STATE_SESSIONS` visitors' page state."""
+    return blocks.launch(max_file_size=limits.max_file_mb * MEGABYTE, state_session_capacity=STATE_SESSIONS, **kwargs)
