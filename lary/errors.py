@@ -3,7 +3,15 @@ keeps its traceback."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def path_text(path: str | Path) -> str:
+    """A path as text that UTF-8 can encode (Parquet, JSON, a terminal): a file name's bytes that are not UTF-8 (which
+    Python keeps as lone surrogates) are written `\\xNN`, so `nonutf8_\\xff.mp4` names the file `b"nonutf8_\\xff.mp4"`.
+    Other names are unchanged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 class LaryError(ValueError):
@@ -14,6 +22,6 @@ class MediaError(LaryError):
     """A media file (image, video, array) that is missing or cannot be read."""
 
     def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
+        self.path = path_text(path)
+        super().__init__(f"{self.path}: {reason}")
         self.reason = reason

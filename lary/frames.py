@@ -44,13 +44,33 @@ def image_files(folder: str | Path) -> list[Path]:
     return sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
 
 
+def rgb8(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> (H, W, 3) uint8 RGB, as OpenCV's `imread` (LARYBench's reader) gives it.
+
+    16-bit grey (`I;16`, `I;16B`, `I;16L`, and `I`, as which older Pillow opens them) keeps its high byte (`>> 8`, as
+    libpng's `png_set_strip_16` in OpenCV, and as Pillow reads 16-bit RGB), where PIL's own conversion clips every
+    value above 255 to white. Float images (`F`) are taken as 0..1. Alpha is dropped (the colour under it stays);
+    palettes, 1-bit, CMYK and other modes go through PIL's conversion.
+    """
+    if image.mode.startswith("I"):
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+    elif image.mode == "F":
+        grey = np.round(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
+    elif image.mode in ("P", "PA"):  # through RGBA: PIL warns on a palette's transparency going straight to RGB
+        return np.asarray(image.convert("RGBA").convert("RGB"))
+    else:
+        return np.asarray(image.convert("RGB"))
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where: str | None = None) -> np.ndarray:
-    """An image file, its bytes, a 🤗 `datasets` Image value (`{"bytes", "path"}`) or a PIL image -> (H, W, 3) uint8 RGB.
+    """An image file, its bytes, a 🤗 `datasets` Image value (`{"bytes", "path"}`) or a PIL image -> (H, W, 3) uint8 RGB
+    (`rgb8`).
 
     Raises `MediaError` naming `where` (default: the path) for a missing or unreadable image.
     """
     if isinstance(source, Image.Image):
-        return np.asarray(source.convert("RGB"))
+        return rgb8(source)
     if isinstance(source, dict):
         data, path = source.get("bytes"), source.get("path")
         source = data if data is not None else path
@@ -59,7 +79,7 @@ def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where:
         raise MediaError(where, "no image stored")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return np.asarray(image.convert("RGB"))
+            return rgb8(image)
     except FileNotFoundError:
         raise MediaError(where, "missing") from None
     except Exception as error:  # PIL raises many types for corrupt files
@@ -106,6 +126,12 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise MediaError(path, "no video stream")
+    image_format = container.format.name  # FFmpeg reads a still image as a one-frame video: `png_pipe`, `image2`, ...
+    if image_format.endswith("_pipe") or image_format == "image2":
+        if image_format == "image2":
+            image_format = container.streams.video[0].codec_context.name
+        container.close()
+        raise MediaError(path, f"a {image_format.removesuffix('_pipe').upper()} image, not a video")
     return container
 
 

@@ -169,3 +169,49 @@ def test_a_resample_saved_with_the_model_reaches_extract_and_the_probes(tmp_path
     assert read_manifest(tmp_path / "out")["processor"] == {"size": 224, "resample": "pil_bicubic_antialias"}
     rows = np.array(read_output(tmp_path / "out").column("continuous_latent_actions").to_pylist())
     np.testing.assert_allclose(rows, expected.numpy(), atol=1e-5)
+
+
+def test_images_of_every_mode_read_as_opencv_reads_them(tmp_path):
+    """16-bit frames keep their high byte, as OpenCV's `imread` (LARYBench's reader) gives them, not PIL's clipping
+    (which made 99.6% of a 16-bit frame white); alpha is dropped; palettes and 1-bit images are expanded."""
+    from PIL import Image
+
+    from lary.frames import read_image
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+    files = {"grey16.png": rng.integers(0, 65536, (6, 7), dtype=np.uint16),
+             "rgb16.png": rng.integers(0, 65536, (6, 7, 3), dtype=np.uint16),
+             "bgra.png": rng.integers(0, 256, (6, 7, 4), dtype=np.uint8),
+             "grey16.tif": rng.integers(0, 65536, (6, 7), dtype=np.uint16)}
+    for name, array in files.items():
+        cv2.imwrite(str(tmp_path / name), array)
+    Image.fromarray(np.stack([grey, grey[::-1]], axis=-1), "LA").save(tmp_path / "la.png")
+    Image.fromarray(grey > 128).save(tmp_path / "bits.png")
+    palette = Image.fromarray(grey % 4).convert("P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    palette.save(tmp_path / "palette.png", transparency=bytes([0, 128, 255, 255]))
+    for path in sorted(tmp_path.iterdir()):
+        expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(read_image(path), expected, err_msg=f"{path.name}: {Image.open(path).mode}")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+
+    deep = np.array([[0, 255, 256, 40000, 65535]], dtype=np.uint16)
+    high = np.array([[0, 0, 1, 156, 255]], dtype=np.uint8)
+    for image in (Image.frombytes("I;16B", (5, 1), deep.astype(">u2").tobytes()), Image.fromarray(deep.astype(np.int32))):
+        np.testing.assert_array_equal(read_image(image), np.repeat(high[..., None], 3, axis=-1), err_msg=image.mode)
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0, 2.0]], dtype=np.float32))  # F: 0..1
+    np.testing.assert_array_equal(read_image(floats)[..., 0], [[0, 128, 255, 255]])
+    assert read_image(Image.new("CMYK", (2, 2), (0, 255, 0, 0))).tolist() == [[[255, 0, 255]] * 2] * 2
+
+
+def test_an_image_is_not_taken_for_a_one_frame_video(tmp_path):
+    from PIL import Image
+
+    frame = np.zeros((8, 8, 3), dtype=np.uint8)
+    for name, image_format in (("a.mp4", "PNG"), ("b.mp4", "JPEG"), ("c.png", "PNG")):
+        Image.fromarray(frame).save(tmp_path / name, format=image_format)
+        with pytest.raises(MediaError, match=f"{name}: a {image_format} image, not a video"):
+            probe_video(tmp_path / name)
+        with pytest.raises(MediaError, match="image, not a video"):
+            next(decode_video(tmp_path / name))

@@ -14,6 +14,7 @@ hold). A sample that cannot be read raises `MediaError`; its id is known without
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ import pyarrow as pa
 from PIL import Image
 
 from lary.data.loading import load_lary_split
-from lary.errors import LaryError, MediaError
+from lary.errors import LaryError, MediaError, path_text
 from lary.extract.plan import Segment
 from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image
 
@@ -45,6 +46,87 @@ PASSTHROUGH_TYPES: dict[str, pa.DataType] = {
 
 def _common_root(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath([str(path.parent) for path in paths]))
+
+
+def _folders_under(folder: str) -> Iterator[str]:
+    """`folder` and every folder under it (not hidden ones, as `glob`'s `**`), in sorted order, named by the path that
+    reached it: a symlink to a folder is followed, but a folder already listed (a loop such as `self -> .`, or a second
+    link to it) is not listed again."""
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            status = os.stat(current or ".")
+            entries = sorted(os.scandir(current or "."), key=lambda entry: entry.name, reverse=True)
+        except OSError:  # gone, a broken link, or not readable: nothing to list there
+            continue
+        if (status.st_dev, status.st_ino) in seen:
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        yield current
+        stack.extend(os.path.join(current, entry.name) for entry in entries
+                     if not entry.name.startswith(".") and entry.is_dir())
+
+
+def _names(folder: str, pattern: str) -> list[str]:
+    """The entries of `folder` that `pattern` (one path component) matches; hidden ones only for a pattern that
+    starts with `.`, as `glob`."""
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    if not pattern.startswith("."):
+        names = [name for name in names if not name.startswith(".")]
+    return sorted(fnmatch.filter(names, pattern))
+
+
+def _expand(base: str, parts: list[str]) -> Iterator[str]:
+    """The paths under `base` that the glob components `parts` match (see `expand_pattern`)."""
+    if not parts:
+        yield base
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for folder in _folders_under(base):
+            if rest:
+                yield from _expand(folder, rest)
+            else:  # a trailing `**`: the folders and their files
+                yield from (os.path.join(folder, name) for name in _names(folder, "*"))
+    elif glob.has_magic(part):
+        for name in _names(base, part):
+            yield from _expand(os.path.join(base, name), rest)
+    elif os.path.lexists(os.path.join(base, part)):
+        yield from _expand(os.path.join(base, part), rest)
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The paths a glob matches, as `glob.glob(pattern, recursive=True)` gives them (`**` recurses; hidden files only
+    for patterns that name them), but listing each folder once: `**` follows a symlink to a folder only to a folder
+    not yet listed, so a link loop ends. Paths are named as reached, never resolved. A pattern without `*?[` is
+    itself."""
+    if not glob.has_magic(pattern):
+        return [pattern]
+    parts = pattern.split(os.sep)
+    first = next(index for index, part in enumerate(parts) if glob.has_magic(part))
+    base = os.sep.join(parts[:first]) or ("" if first == 0 else os.sep)
+    return sorted(set(_expand(base, parts[first:])))
+
+
+def _named_paths(names: Sequence[str]) -> list[Path]:
+    """The inputs as given, made absolute without resolving symlinks, so that each keeps its own name; a file reached
+    by two names is two samples, as it was listed."""
+    return sorted({Path(os.path.abspath(name)) for name in names})
+
+
+def _unique_ids(flag: str, ids: list[str]) -> None:
+    """Two inputs whose ids are one text (only possible for names with bytes that are not UTF-8, see `path_text`)
+    would be one clip to `lary evaluate`: refused."""
+    seen: set[str] = set()
+    for sample_id in ids:
+        if sample_id in seen:
+            raise LaryError(f"{flag}: two inputs get the id {sample_id!r}; rename one of them")
+        seen.add(sample_id)
 
 
 class DatasetSource:
@@ -108,20 +190,35 @@ class VideoSource(FileSource):
     """Video files, one sample each, decoded with PyAV; ids are paths relative to the files' common folder."""
 
     def __init__(self, patterns: Sequence[str], limit: int | None = None):
-        paths: set[Path] = set()
+        files: list[str] = []
         for pattern in patterns:
-            matches = glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern]
+            if not glob.has_magic(pattern):
+                if os.path.isdir(pattern):
+                    raise LaryError(f"--videos {path_text(pattern)} is a folder, not a video file: give its files, "
+                                    f"e.g. '{path_text(os.path.join(pattern, '*.mp4'))}'")
+                if not os.path.lexists(pattern):
+                    raise LaryError(f"--videos {path_text(pattern)} does not exist")
+                files.append(pattern)
+                continue
+            matches = expand_pattern(pattern)
             if not matches:
-                raise LaryError(f"--videos {pattern!r} matches no file")
-            paths.update(Path(match).resolve() for match in matches)
-        self.paths = sorted(paths)[:limit]
-        self.root = str(_common_root(self.paths))
+                raise LaryError(f"--videos {path_text(pattern)!r} matches no file")
+            matched_files = [match for match in matches if not os.path.isdir(match)]  # a glob's folders are skipped
+            if not matched_files:
+                raise LaryError(f"--videos {path_text(pattern)!r} matches only folders ({path_text(matches[0])}, ...), "
+                                "no video files")
+            files.extend(matched_files)
+        paths = _named_paths(files)
+        self.folder = _common_root(paths)  # of all inputs, so that --limit does not change the ids
+        self.root = path_text(self.folder)
+        self.paths = paths[:limit]
+        _unique_ids("--videos", [self.sample_id(index) for index in range(len(self.paths))])
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def sample_id(self, index: int) -> str:
-        return self.paths[index].relative_to(self.root).as_posix()
+        return path_text(self.paths[index].relative_to(self.folder).as_posix())
 
     def length(self, index: int) -> tuple[int, np.ndarray | None]:
         """Frame count and every frame's video timestamp (to seek), from the container (no decoding)."""
@@ -137,17 +234,21 @@ class ImageFolderSource(FileSource):
     frames of a folder must have one size (else the folder is refused, naming the sizes)."""
 
     def __init__(self, folders: Sequence[str], limit: int | None = None):
-        self.folders = sorted({Path(folder).resolve() for folder in folders})[:limit]
-        for folder in self.folders:
-            if not folder.is_dir():
-                raise LaryError(f"--images {folder} is not a folder")
-        self.root = str(_common_root(self.folders) if len(self.folders) > 1 else self.folders[0].parent)
+        for folder in folders:
+            if not os.path.isdir(folder):
+                problem = "is a file, not a folder of image files" if os.path.lexists(folder) else "does not exist"
+                raise LaryError(f"--images {path_text(folder)} {problem}")
+        paths = _named_paths(folders)
+        self.folder = _common_root(paths) if len(paths) > 1 else paths[0].parent
+        self.root = path_text(self.folder)
+        self.folders = paths[:limit]
+        _unique_ids("--images", [self.sample_id(index) for index in range(len(self.folders))])
 
     def __len__(self) -> int:
         return len(self.folders)
 
     def sample_id(self, index: int) -> str:
-        return self.folders[index].relative_to(self.root).as_posix()
+        return path_text(self.folders[index].relative_to(self.folder).as_posix())
 
     def length(self, index: int) -> tuple[int, None]:
         """Frame count, after checking (from the file headers) that every frame has one size."""
