@@ -102,3 +102,58 @@ def test_evaluate_without_labels_says_how_to_add_them(tmp_path, clips, tiny_mode
                    "--out", str(out)) == 0
     with pytest.raises(LaryError, match=r"column 'label' missing .*pass `--labels FILE`"):
         lary_main(["evaluate", "--task", "classification", "--data", str(out), "--out", str(tmp_path / "probe"), "--cpu"])
+
+
+BAD_LABELS = {  # the file's text -> the one-line error, naming the line and column
+    "id,frame_index,a0,a1\nclip_0.mkv,0,1.5,2\nclip_0.mkv,1,abc,2\n":
+        r"line 3, column 'a0': 'abc' is not a number \(every column besides `id` and `frame_index` is an action dimension\)",
+    "id,frame_index,a0\nclip_0.mkv,0,1\nclip_0.mkv,1,\n": r"line 3, column 'a0': blank cell",
+    "id,frame_index,a0\nclip_0.mkv,-1,1\n": r"line 2, column 'frame_index': '-1' is not a frame index",
+    "id,label\nclip_0.mkv,0\nclip_1.mkv,1000000000\n": r"line 3, column 'label': class 1000000000 is not an integer in 0 \.\. 9999",
+    "id,label\nclip_0.mkv,1\nclip_1.mkv,-1\n": r"line 3, column 'label': class -1 is not an integer in 0 \.\. 9999",
+    "id,label\nclip_0.mkv,left\nclip_1.mkv,\n": r"line 3, column 'label': blank cell",
+    "id,label\n,left\n": r"line 2, column 'id': blank cell",
+    "id,label\nclip_0.mkv,left\nclip_0.mkv,right\n": r"line 3: id 'clip_0.mkv' has more than one label",
+}
+
+
+@pytest.mark.parametrize("text", BAD_LABELS)
+def test_a_bad_cell_is_refused_before_the_model_loads_naming_its_line_and_column(tmp_path, clips, text):
+    folder, _, _ = clips
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(LaryError, match=f"--labels {tmp_path}/labels.csv, {BAD_LABELS[text]}"):  # not the missing model
+        extract("--model", str(tmp_path / "no-model"), "--videos", str(folder / "clip_0.mkv"), str(folder / "clip_1.mkv"),
+                "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_id_must_be_an_input_s_except_under_limit(tmp_path, clips, tiny_model):
+    """An id that matches no input is a typo or a clip left out, whose class would be a name without clips; with
+    `--limit` the file may label more clips than the run reads, and its classes stay those of the whole file."""
+    folder, _, _ = clips
+    labels = pd.DataFrame({"id": [f"clip_{i}.mkv" for i in range(CLIPS)] + ["clip_9.mkv"],
+                           "label": ["a", "b", "a", "b", "a", "b", "phantom"]})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(LaryError, match=r"labels.csv, line 8, column 'id': 'clip_9.mkv' matches no input; the inputs' "
+                                        r"ids look like 'clip_0.mkv'"):
+        extract("--model", str(tmp_path / "no-model"), "--videos", str(folder / "*.mkv"), "--labels",
+                str(tmp_path / "labels.csv"), "--out", str(tmp_path / "all"))
+    out = tmp_path / "limited"
+    assert extract("--model", str(tiny_model), "--videos", str(folder / "*.mkv"), "--labels", str(tmp_path / "labels.csv"),
+                   "--limit", "2", "--out", str(out)) == 0
+    assert read_manifest(out)["label_names"] == ["a", "b", "phantom"]
+    assert sorted(set(read_output(out).column("label").to_pylist())) == [0, 1]
+
+
+def test_ids_are_read_as_written_and_action_lists_checked(tmp_path):
+    from lary.extract.labels import Labels
+
+    (tmp_path / "labels.csv").write_text("id,label\n007,NA\n0001,1\n")
+    labels = Labels(tmp_path / "labels.csv")  # not 7 and a missing value: a folder `007` and a class named NA
+    assert labels.by_id == {"007": 1, "0001": 0} and labels.names == ["1", "NA"]
+    pd.DataFrame({"id": ["a", "a"], "frame_index": [0, 1], "action": [[1.0, 2.0], [1.0]]}).to_parquet(tmp_path / "a.parquet")
+    with pytest.raises(LaryError, match=r"a.parquet, row 1, column 'action': 1 numbers; the first row has 2"):
+        Labels(tmp_path / "a.parquet")
+    pd.DataFrame({"id": ["a", "b"], "label": [0.5, 1.0]}).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(LaryError, match=r"b.parquet, row 0, column 'label': 0.5 is neither an integer class nor a name"):
+        Labels(tmp_path / "b.parquet")

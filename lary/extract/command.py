@@ -294,7 +294,7 @@ def extract(config: ExtractConfig) -> int:
         source = make_source(config)
     labels = Labels(config.labels) if config.labels else None
     if labels is not None:
-        labels.check_ids([source.sample_id(index) for index in range(len(source))])
+        labels.check_ids([source.sample_id(index) for index in range(len(source))], complete=config.limit is None)
     extractor, model = make_extractor(config, state)
     schema = schema_of(source, extractor, labels)
 
