@@ -24,7 +24,6 @@ from packaging.requirements import Requirement
 from PIL import Image
 from transformers import AutoModel
 
-import lary
 from lary.app.analysis import Analysis, Analyzer, frame_range, pair_table, parse_codes, read_clip
 from lary.app.limits import Limits
 from lary.app.page import _intro
@@ -255,7 +254,7 @@ def test_the_space_folder_serves_this_page(monkeypatch):
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert Requirement(extras["app"][0]).specifier.contains(card["sdk_version"])  # the gradio `lary app` runs on
     requirements = [line for line in (space / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
-    assert requirements == [f"lary[app]=={lary.__version__}"]
+    assert str(Requirement(extras["app"][0])) in requirements  # gradio, with lary's own dependencies (test_space.py)
 
     monkeypatch.setenv("LARY_MODEL", str(default_model()))
     demo = runpy.run_path(str(space / "app.py"))["demo"]  # built, not launched

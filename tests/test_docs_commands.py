@@ -134,7 +134,7 @@ def test_every_flag_the_prose_names_exists():
 
 
 def test_install_lines_say_what_works_before_a_release():
-    sources = [*DOCS, *REPO_ROOT.glob("space/*.py"), *REPO_ROOT.glob("lary/**/*.py")]
+    sources = [*DOCS, *REPO_ROOT.glob("space/*.txt"), *REPO_ROOT.glob("space/*.py"), *REPO_ROOT.glob("lary/**/*.py")]
     failures = [f"{_relative(path)}: {match.group(0)!r}" for path in sources
                 for match in FROM_AN_INDEX.finditer(path.read_text())]
     assert not failures, "lary is not on a package index yet; install from a checkout (pip install -e \".[app]\"):\n" + "\n".join(failures)
