@@ -27,9 +27,9 @@ logger = logging.getLogger("serve_endpoint")
 
 def load_handler(model_dir: Path):
     """`EndpointHandler(model_dir)` from `model_dir/handler.py`, imported as the container imports it."""
-    spec = importlib.util.spec_from_file_location("handler", model_dir / "handler.py")
-    if spec is None or not (model_dir / "handler.py").is_file():
+    if not (model_dir / "handler.py").is_file():
         raise SystemExit(f"{model_dir / 'handler.py'}: no such file (`lary convert` and `lary train` write it)")
+    spec = importlib.util.spec_from_file_location("handler", model_dir / "handler.py")
     sys.path.insert(0, str(model_dir))
     module = importlib.util.module_from_spec(spec)
     sys.modules["handler"] = module
