@@ -1,5 +1,6 @@
 """The Hub Space "LAPA-DINOv3 latent actions": the page of `lary app`, with the model named by `LARY_MODEL` (a Hub id
-or folder; default the released AGI-Eval/LAPA-DINOv3). Everything else lives in the `lary` package (`lary.app`)."""
+or folder; default the released AGI-Eval/LAPA-DINOv3). Everything else lives in the `lary` package (`lary.app`), which
+`scripts/build_space.py` copies into this folder."""
 
 import os
 
