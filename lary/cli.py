@@ -1,21 +1,37 @@
 """The `lary` command line: one typed config per command (`lary.configs`), parsed before anything heavy is imported.
 
-Bad input (a `LaryError`: a missing file, a wrong key or value) ends in one `lary COMMAND: error: ...` line with exit
-code 2; anything else is a bug and keeps its traceback. `LARY_TRACEBACK=1` shows the traceback of bad input too.
+What a user can cause ends in one `lary COMMAND: ...` line and its exit code (`EXIT_CODES`): bad input (a `LaryError`:
+a missing file, a wrong key or value), a full disk, Ctrl-C or SIGTERM. Anything else is a bug and keeps its traceback.
+`LARY_TRACEBACK=1` shows the traceback of bad input too.
+
+Exit codes: 0 done; 1 done, but some items failed (`lary extract`: samples that could not be read, listed in
+errors.jsonl: rerun to retry them); 2 bad input; 3 no space left on the disk (what was finished is kept); 130
+interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 
 from lary import logs, registration
+from lary.launcher import end_with_launcher
 from lary.configs import parser as config_parser
-from lary.errors import LaryError
+from lary.errors import LaryError, NoSpaceError
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_SPACE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_CODES = (
+    "exit codes: 0 done; 1 done, but some items failed (lary extract: see OUT/errors.jsonl, rerun to retry them); "
+    f"{EXIT_BAD_INPUT} bad input; {EXIT_NO_SPACE} no space left on the disk; {EXIT_INTERRUPTED} interrupted (Ctrl-C, SIGTERM)"
+)
 
 
 @dataclass(frozen=True)
@@ -23,11 +39,13 @@ class Command:
     config: str  # "module:Class" of its config (a light module)
     runner: str  # "module:function" that runs it: `function(config)`, returning an exit code or a result
     help: str
+    resumes: bool = False  # the same command run again continues where an interrupted one stopped
 
 
 COMMANDS: dict[str, Command] = {
     "extract": Command("lary.configs.extract:ExtractConfig", "lary.extract.command:extract",
-                       "Latent actions (or encoder features) of datasets, videos, image folders or LeRobot episodes, sharded and resumable."),
+                       "Latent actions (or encoder features) of datasets, videos, image folders or LeRobot episodes, sharded and resumable.",
+                       resumes=True),
     "export": Command("lary.configs.export:ExportConfig", "lary.lerobot.command:export",
                       "Write `lary extract --lerobot` latent actions into a copy of the LeRobot dataset, as per-frame features."),
     "evaluate": Command("lary.configs.evaluate:EvaluateConfig", "lary.evaluation.evaluate:evaluate",
@@ -55,7 +73,7 @@ def _load(target: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lary", description="Latent actions and the LARY benchmark.")
+    parser = argparse.ArgumentParser(prog="lary", description="Latent actions and the LARY benchmark.", epilog=EXIT_CODES)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         subparsers.add_parser(name, help=command.help, description=command.help)
@@ -70,6 +88,7 @@ def parse(argv: list[str]) -> tuple[str, object, int]:
     name, command = argv[0], COMMANDS[argv[0]]
     config_class = _load(command.config)
     parser = config_parser.build_parser(config_class, f"lary {name}", command.help)
+    parser.epilog = EXIT_CODES
     parser.add_argument("-v", "--verbose", action="count", default=0, help="More messages (-v: debug).")
     parser.add_argument("-q", "--quiet", action="store_true", help="Warnings and errors only.")
     namespace = parser.parse_args(argv[1:])
@@ -101,16 +120,38 @@ def _leave_process_group() -> None:
         distributed.destroy_process_group()
 
 
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM (a launcher, a scheduler, `kill`) ends a command as Ctrl-C does, once: a second one while it ends
+    would interrupt its cleanup."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def run() -> None:
-    """Console entry point: `main`, with bad input reported on one line (exit code 2)."""
+    """Console entry point: `main`, with what a user can cause reported on one line and its exit code (`EXIT_CODES`)."""
+    end_with_launcher()
+    signal.signal(signal.SIGTERM, _interrupt)
+    command = next((arg for arg in sys.argv[1:2] if arg in COMMANDS), None)
+    prog = " ".join(["lary", *([command] if command else [])])
     try:
         sys.exit(main())
     except LaryError as error:
         if os.environ.get("LARY_TRACEBACK") == "1":
             raise
-        prog = " ".join(["lary", *(arg for arg in sys.argv[1:2] if arg in COMMANDS)])
         print(f"{prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        message = str(error) if isinstance(error, NoSpaceError) else f"no space left{where}; free space and rerun"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_NO_SPACE)
+    except KeyboardInterrupt:
+        if logs.is_main_process():  # the other processes of a launch end with it, silently
+            resume = "; rerun the same command to resume" if command and COMMANDS[command].resumes else ""
+            print(f"{prog}: interrupted{resume}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,18 @@ class MediaError(LaryError):
         self.path = path_text(path)
         super().__init__(f"{self.path}: {reason}")
         self.reason = reason
+
+
+class NoSpaceError(OSError):
+    """The disk filled up while writing `path` (errno 28, ENOSPC). `lary` prints it on one line, exit code 3."""
+
+    def __init__(self, path: str | Path, advice: str = "free space and rerun"):
+        super().__init__(28, f"no space left writing {path}; {advice}")
+        self.path = str(path)
+        self.advice = advice
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # as it was built (it is sent between processes)
+        return NoSpaceError, (self.path, self.advice)

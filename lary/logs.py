@@ -1,7 +1,7 @@
 """Logging: library modules log to `logging.getLogger(__name__)`; the CLI sets the level once (`-v`/`-q`).
 
 Under several processes (accelerate) only the main process logs below warnings, so a run prints its story once.
-Progress bars stay tqdm (on the main process).
+Progress bars stay tqdm (on the main process), hidden with -q (`progress_hidden`).
 """
 
 from __future__ import annotations
@@ -25,3 +25,8 @@ def setup(verbosity: int = 0) -> None:
     logger = logging.getLogger("lary")
     logger.handlers[:] = [handler]  # the CLI's own output; records still propagate (to pytest's caplog, say)
     logger.setLevel(level)
+
+
+def progress_hidden() -> bool:
+    """True when only warnings are wanted (-q, or a process other than the main one): no progress bars either."""
+    return logging.getLogger("lary").level > logging.INFO

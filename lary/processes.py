@@ -4,6 +4,8 @@ accelerate sets up one state per process. A later `PartialState(cpu=...)` keeps 
 then a GPU run both go to the CPU), and a later `Accelerator` with another device or precision raises "restart your
 runtime". In a process of its own (a notebook, a benchmark) `lary` sets the state up again instead; processes under
 `accelerate launch` share theirs, so there another `--cpu` or precision is an error.
+
+Every command's processes end with their launcher, if they have one (`lary.launcher`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 
 from lary.errors import LaryError
+from lary.launcher import end_with_launcher
 
 
 def _set_up_for(cpu: bool, mixed_precision: str | None = None) -> None:
@@ -30,12 +33,15 @@ def _set_up_for(cpu: bool, mixed_precision: str | None = None) -> None:
 
 
 def process_state(cpu: bool) -> PartialState:
-    """`PartialState(cpu=cpu)`, set up for this command."""
+    """`PartialState(cpu=cpu)`, set up for this command (ending with its launcher, if it has one)."""
+    end_with_launcher()
     _set_up_for(cpu)
     return PartialState(cpu=cpu)
 
 
 def accelerator(cpu: bool, mixed_precision: str | None = None, **kwargs) -> Accelerator:
-    """`Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)`, set up for this command."""
+    """`Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)`, set up for this command (ending with its
+    launcher, if it has one)."""
+    end_with_launcher()
     _set_up_for(cpu, mixed_precision)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)

@@ -172,7 +172,7 @@ def test_different_arguments_into_the_same_folder_are_refused(tmp_path, tiny_mod
     out = tmp_path / "out"
     args = ["--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "libero", "--out", str(out)]
     assert extract(*args, "--limit", "2") == 0
-    with pytest.raises(ValueError, match=r"different arguments[\s\S]*limit: 2 there, 3 now"):
+    with pytest.raises(ValueError, match=r"run of other inputs, model or options[\s\S]*inputs.rows: 2 there, 3 now"):
         extract(*args, "--limit", "3")
     assert extract(*args, "--limit", "2", "--batch-size", "7") == 0  # batch size does not change the output
 

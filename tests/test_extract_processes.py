@@ -1,9 +1,12 @@
-"""`lary extract` as real processes: two accelerate CPU processes equal one, and a run killed with SIGKILL
-resumes into every id exactly once without rewriting finished shards."""
+"""`lary extract` as real processes: two accelerate CPU processes equal one, a run killed with SIGKILL resumes into
+every id exactly once without rewriting finished shards (also after random kills of one process or of a launcher,
+whose ranks end with it), and Ctrl-C or SIGTERM end a run in one line."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -119,3 +122,116 @@ def test_two_machines_equal_one_process_and_resume_after_a_kill(tmp_path):
     assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in finished.items())
     assert read_output(out).equals(read_output(tmp_path / "one"))  # the rows of one process, each once
     assert read_manifest(out)["shard_size"] == 10  # the first run's plan, kept by the rerun
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny model, and 6 videos of 24 frames (138 pairs)."""
+    root = tmp_path_factory.mktemp("videos")
+    for index in range(6):
+        write_video(make_clip(index % 8, num_frames=24, size=48, seed=index).frames, root / f"video_{index}.mkv")
+    return save_tiny_model(root / "model"), root
+
+
+def video_args(videos: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
+    model, root = videos
+    return ["-m", "lary", "extract", "--model", str(model), "--videos", str(root / "*.mkv"), "--out", str(out),
+            "--batch-size", "4", "--cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(videos, tmp_path_factory):
+    """The rows of one process with the default shards (all 138 rows in one)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    done = run(video_args(videos, out))
+    assert done.returncode == 0, done.stderr
+    assert read_manifest(out)["shards"] == ["shard-00000-of-00001.parquet"]
+    return read_output(out)
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(parent) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def lock_holder(out: Path) -> int | None:
+    try:
+        return json.loads((out / ".lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def wait_for(condition, seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, kills", [(1, 2), (2, 1)])
+def test_random_kills_lose_no_row_and_change_none(tmp_path, videos, uninterrupted, processes, kills):
+    """SIGKILL at random (seeded) moments of successive runs, once each has locked the folder: one process is killed
+    with its decoding workers; of two, only the launcher, whose ranks (in sessions of their own) must end with it
+    within seconds. Then a run to the end: every row once, bit-identical to the uninterrupted run of one process,
+    whose one shard of whole batches is cut here into shards of 8 rows (2 batches): the batches, and so the values,
+    do not depend on the shards nor on the processes."""
+    rng = random.Random(processes)
+    out = tmp_path / "out"
+    launch = accelerate_launch() if processes == 2 else []
+    command = [*launch, *video_args(videos, out, "--shard-size", "8")]
+    for _ in range(kills):
+        started = len(list(out.glob("shard-*.parquet")))
+        process = subprocess.Popen([sys.executable, *command], env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        main = [process.pid] if processes == 1 else None
+        assert wait_for(lambda: process.poll() is not None or lock_holder(out) in (main or children(process.pid))), \
+            "the run never locked its folder"
+        more = rng.randint(0, 4)
+        wait_for(lambda: process.poll() is not None or len(list(out.glob("shard-*.parquet"))) >= started + more)
+        time.sleep(rng.uniform(0, 0.3))
+        ranks = children(process.pid)
+        if processes == 1:
+            os.killpg(process.pid, signal.SIGKILL)  # the process and its decoding workers
+        else:
+            process.kill()  # the launcher alone
+        process.communicate()
+        assert wait_for(lambda: not any(alive(rank) for rank in ranks), 15), "a rank outlived its launcher"
+    finished = run(command)
+    assert finished.returncode == 0, finished.stderr
+    assert read_output(out).equals(uninterrupted)
+    assert read_manifest(out)["rows"] == 138 and not list(out.glob(".*.tmp"))
+
+
+def test_ctrl_c_and_sigterm_end_in_one_line(tmp_path, videos):
+    out = tmp_path / "out"
+    command = video_args(videos, out, "--shard-size", "8")
+    for name, sent in (("Ctrl-C", signal.SIGINT), ("SIGTERM", signal.SIGTERM)):
+        process = subprocess.Popen([sys.executable, *command], env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert wait_for(lambda: process.poll() is not None or lock_holder(out) == process.pid)
+        if sent == signal.SIGINT:
+            os.killpg(process.pid, sent)  # as the terminal sends it: to the process and its workers
+        else:
+            process.send_signal(sent)  # as a scheduler or launcher does
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, (name, stderr)
+        assert stderr.splitlines()[-1] == "lary extract: interrupted; rerun the same command to resume", (name, stderr)
+        assert "Traceback" not in stderr, (name, stderr)

@@ -7,6 +7,7 @@ The script reads top to bottom: resources, what to read and the model, the plan,
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import time
@@ -23,12 +24,14 @@ from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lary import logs
 from lary.configs.extract import ExtractConfig
 from lary.configs.parser import run_identity
-from lary.errors import LaryError, MediaError
+from lary.errors import LaryError, MediaError, NoSpaceError
 from lary.extract import plan, rows, shards
 from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream
+from lary.extract.lock import OutputLock
 from lary.extract.memory import PeriodicRelease, keep_freed_memory
 from lary.extract.models import (
     EncoderFeatureExtractor,
@@ -45,22 +48,29 @@ from lary.extract.sources import (
     Source,
     VideoSource,
 )
+from lary.parquet_shards import no_space_names
 from lary.processes import process_state
 
 logger = logging.getLogger(__name__)
 
 MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
-WAIT_HINT_SHARE = 0.1  # above this share of the loop spent waiting for frames, the summary suggests more workers
+WAIT_HINT_SHARE = 0.1  # above this share of the loop spent waiting for frames, the summary says what would help
+KEPT_ON_NO_SPACE = "the finished shards are kept: free space and rerun"
 PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decoding's pace when it is close to the model's
+
+
+def process_cores(state: PartialState) -> int:
+    """This process's share of the machine's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // state.num_processes)
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
     """(decoding workers, torch threads) per process: the cores of the machine split over its processes, and each
     process's share split between its workers and its torch threads (more busy threads than cores makes torch's
     threads wait on each other). A GPU leaves most of the cores to decoding."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    per_process = max(1, cores // state.num_processes)
+    per_process = process_cores(state)
     on_gpu = state.device.type == "cuda"
     workers = config.num_workers
     if workers is None:
@@ -90,7 +100,8 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
     """Pair counts and frame timestamps of every sample, from their containers (nothing is decoded); a sample that
     cannot be read or is too short gets no count (it is tried, and reported, when its shard runs)."""
     counts, frame_pts = [], []
-    for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample", disable=len(source) < 50):
+    for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample",
+                      disable=len(source) < 50 or logs.progress_hidden()):
         try:
             length, pts = source.length(index)
         except MediaError:
@@ -104,13 +115,21 @@ def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[lis
     return counts, frame_pts
 
 
-def auto_shard_size(total: int, readers: int) -> int:
-    """Rows per shard for `total` rows read by `readers` (processes x decoding workers): shards of at most
-    `MAX_AUTO_SHARD_SIZE` rows, as many as a multiple of `readers`, so no reader is left with the last shards alone
-    (10 shards for 8 workers leave 2 of them decoding the last 2 while 6 wait)."""
-    shards = -(-max(total, 1) // MAX_AUTO_SHARD_SIZE)
-    shards = -(-shards // readers) * readers
-    return max(1, -(-total // shards))
+def auto_shard_size(total: int, readers: int, batch_size: int) -> int:
+    """Rows per shard for `total` rows read by `readers` (processes x decoding workers) in batches of `batch_size`.
+
+    Shards are whole batches: every shard starts on the grid of `batch_size` rows that the loader cuts batches on, so
+    the batches, and so the values computed, are those of one process however many read. Of those sizes (up to
+    `MAX_AUTO_SHARD_SIZE` rows, or one batch), the one whose last round of shards ends first when every reader takes
+    the next shard, the largest of equals: no reader is left alone with the last shards (10 shards for 8 workers
+    leave 2 of them decoding the last 2 while 6 wait)."""
+    batches = -(-max(total, 1) // batch_size)
+
+    def finish(per_shard: int) -> int:  # batches read by the busiest reader
+        return -(-(-(-batches // per_shard)) // readers) * per_shard
+
+    per_shard = min(range(1, max(1, MAX_AUTO_SHARD_SIZE // batch_size) + 1), key=lambda size: (finish(size), -size))
+    return per_shard * batch_size
 
 
 def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int, labels: Labels | None) -> None:
@@ -122,7 +141,7 @@ def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int,
     else:
         counts, frame_pts = _plan_pairs(source, config.stride, labels)
         total = sum(count or 1 for count in counts)
-    shard_size = config.shard_size or auto_shard_size(total, readers)
+    shard_size = config.shard_size or auto_shard_size(total, readers, config.batch_size)
     units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
     plan.save(outdir, units, {"layout": source.layout, "shard_size": shard_size, "samples": len(source)})
 
@@ -137,6 +156,46 @@ def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[lis
     if info["samples"] != num_samples:
         raise LaryError(f"{outdir} was planned for {info['samples']} samples; the input now has {num_samples}")
     return plan.row_units(num_samples, info["shard_size"]) if info["layout"] == "row" else units
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _inputs(source: Source, config: ExtractConfig) -> dict[str, Any]:
+    """The resolved inputs: absolute paths of the files and folders (named as given: their names are the rows' ids),
+    the dataset and its rows, the episodes."""
+    if isinstance(source, VideoSource):
+        return {"videos": [os.path.abspath(path) for path in source.paths]}
+    if isinstance(source, ImageFolderSource):
+        return {"images": [os.path.abspath(folder) for folder in source.folders]}
+    if isinstance(source, LeRobotSource):
+        return {"lerobot": str(Path(source.root).resolve()), "camera": source.dataset.camera,
+                "episodes": [episode.episode_index for episode in source.episodes]}
+    local = Path(source.root).expanduser()
+    return {"dataset": str(local.resolve()) if local.is_dir() else source.root, "config": config.dataset_config,
+            "split": config.split, "revision": config.revision, "rows": len(source)}
+
+
+def run_record(config: ExtractConfig, source: Source, model: Any, labels: Labels | None) -> dict[str, Any]:
+    """What a rerun into the same folder must repeat (`run.json`): the resolved inputs, the model (a local folder by
+    its weights, wherever it lies; a Hub id with its commit) and the options that change the rows. Not the text of
+    the arguments: `--out k7` and `--out /abs/k7`, relative and absolute `--videos`, are one run, and a folder moved
+    elsewhere resumes there."""
+    name = config.model or config.encoder
+    revision = model_revision(name, model)
+    local = Path(name).expanduser().is_dir()
+    return {
+        "inputs": _inputs(source, config),
+        "model": {"kind": "model" if config.model else "encoder", "id": None if local and revision else name,
+                  "revision": revision},
+        "options": {"layout": source.layout, "stride": config.stride, "dtype": config.dtype,
+                    "labels": _file_digest(config.labels) if config.labels else None},
+    }
 
 
 def schema_of(source: Source, extractor: Extractor, labels: Labels | None) -> pa.Schema:
@@ -217,17 +276,28 @@ class Writers:
 @dataclass
 class LoopTime:
     """Where this process's extraction loop spent its time: until the first batch arrived (forking the workers and
-    their first windows), then waiting for decoded batches, out of the whole loop."""
+    their first windows), then waiting for decoded batches, out of the whole loop; and the pairs it computed."""
 
     first_batch: float
     waiting: float
     total: float
+    pairs: int
 
-    def describe(self) -> str:
+    def describe(self, workers: int, cores: int) -> str | None:
+        """The summary's line for a process with `workers` decoding workers on `cores` cores, with advice only where
+        it applies: a model that waited for frames more than `WAIT_HINT_SHARE` of the time is fed faster by more
+        workers while they have cores of their own (the model keeps one), else only by more cores. None when the
+        loop computed nothing (there is nothing to say of its pace)."""
+        if self.pairs == 0:
+            return None
         share = self.waiting / max(self.total - self.first_batch, 1e-9)
-        hint = "; more --num-workers (on free cores) would feed it faster" if share > WAIT_HINT_SHARE else ""
-        return (f"first batch after {self.first_batch:.1f} s, then the model waited for frames "
-                f"{100 * share:.0f}% of the time{hint}")
+        line = f"first batch after {self.first_batch:.1f} s, then the model waited for frames {100 * share:.0f}% of the time"
+        if share <= WAIT_HINT_SHARE:
+            return line
+        if workers + 1 < cores:
+            return f"{line}; more --num-workers (up to {cores - 1} on this process's {cores} cores) would feed it faster"
+        return (f"{line}: decoding is the slower side, and its {workers} worker(s) and the model already take this "
+                f"process's {cores} core(s); only more cores would feed it faster")
 
 
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
@@ -239,8 +309,8 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
         pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
     )
     writers = Writers(config.out, units, schema)
-    progress = tqdm(total=sum(unit.rows for unit in units), unit="row", disable=not state.is_main_process,
-                    desc=f"extract (process 1 of {state.num_processes})")
+    progress = tqdm(total=sum(unit.rows for unit in units), unit="row", desc=f"extract (process 1 of {state.num_processes})",
+                    disable=not state.is_main_process or logs.progress_hidden())
     pairs_done, start = 0, time.perf_counter()
     first_batch = None
     release = PeriodicRelease()
@@ -271,11 +341,11 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
             busy += time.perf_counter() - began
     finally:
         gc.unfreeze()
+        progress.close()  # also on an error: its line ends before the error's
     total = time.perf_counter() - start
     first_batch = total if first_batch is None else first_batch
     writers.finish()
-    progress.close()
-    return LoopTime(first_batch, total - first_batch - busy, total)
+    return LoopTime(first_batch, total - first_batch - busy, total, pairs_done)
 
 
 def extract(config: ExtractConfig) -> int:
@@ -298,73 +368,104 @@ def extract(config: ExtractConfig) -> int:
     extractor, model = make_extractor(config, state)
     schema = schema_of(source, extractor, labels)
 
-    # 3. The plan: the first run cuts the work into shards and records its arguments; a rerun must repeat them and
-    #    does what is left (missing shards, and what failed in the others).
-    record = {"arguments": run_identity(config), "layout": source.layout}
-    problem: list[str | None] = [None]  # the main process plans; what it finds wrong ends every process
+    # 3. The plan, under the folder's lock (one live run per folder): the first run records what it reads and cuts the
+    #    work into shards; a rerun must read the same and does what is left (missing shards, damaged ones, and what
+    #    failed in the others).
+    record = run_record(config, source, model, labels)
+    with OutputLock(outdir) as lock, no_space_names(outdir, KEPT_ON_NO_SPACE):
+        all_units, damaged = plan_folder(outdir, source, config, record, state, workers, labels, lock)
+        todo = plan.remaining(outdir, all_units)
+        state.wait_for_everyone()  # every process has planned before any writes
+
+        # 4. The work: this process's shards, decoded by the workers, computed here, written by a background thread.
+        before = shards.summarize(outdir, len(all_units))
+        start = time.perf_counter()
+        mine = todo[state.process_index :: state.num_processes]
+        with exact_float32(extractor.device, extractor.dtype):
+            loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
+        state.wait_for_everyone()
+        seconds = time.perf_counter() - start
+
+        # 5. The summary: manifest.json, errors.jsonl (what still could not be read), and lines for the user.
+        totals = shards.summarize(outdir, len(all_units))
+        if state.is_main_process:
+            shards.write_errors(outdir, totals["errors"])
+            shards.write_manifest(outdir, make_manifest(config, source, extractor, labels, record, totals))
+            lines = summary_lines(outdir, totals, before, seconds, bool(todo), damaged)
+            if loop is not None and (pace := loop.describe(workers, process_cores(state))) is not None:
+                lines.append(f"process 1 of {state.num_processes}: {pace}")
+            for line in lines:
+                logger.info("%s", line)
+            if totals["errors"]:
+                logger.warning("%d sample(s) could not be read: see %s; rerun to retry them", len(totals["errors"]),
+                               outdir / shards.ERRORS_FILE)
+    return 1 if totals["errors"] else 0
+
+
+def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dict[str, Any], state: PartialState,
+                workers: int, labels: Labels | None, lock: OutputLock) -> tuple[list[list[plan.Segment]], list[str]]:
+    """The main process locks the folder, checks or records the run, plans it and removes leftovers and damaged
+    shards; what it finds wrong ends every process. Returns the plan's shards, and the damaged files removed."""
+    outcome: list[Any] = [[]]
     if state.is_main_process:
         try:
             outdir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
             if shards.read_run(outdir) is not None:
                 shards.check_run(outdir, record)
             if plan.load(outdir) is None:
                 make_plan(outdir, source, config, state.num_processes * max(workers, 1), labels)
             shards.record_run(outdir, record)
             shards.remove_temporary_files(outdir)
-        except LaryError as error:
-            problem[0] = str(error)
-    broadcast_object_list(problem)
-    if problem[0] is not None:
-        raise LaryError(problem[0])
-    all_units = load_plan(outdir, config, len(source))
-    todo = plan.remaining(outdir, all_units)
-    state.wait_for_everyone()  # every process has planned before any writes
+            outcome[0] = shards.drop_damaged(outdir, len(plan.load(outdir)[0]))
+            for line in outcome[0]:
+                logger.warning("damaged shard, redone: %s", line)
+        except (LaryError, NoSpaceError) as error:
+            outcome[0] = error
+    broadcast_object_list(outcome)
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return load_plan(outdir, config, len(source)), outcome[0]
 
-    # 4. The work: this process's shards, decoded by the workers, computed here, written by a background thread.
-    before = shards.summarize(outdir, len(all_units))
-    start = time.perf_counter()
-    mine = todo[state.process_index :: state.num_processes]
-    with exact_float32(extractor.device, extractor.dtype):
-        loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
-    state.wait_for_everyone()
-    seconds = time.perf_counter() - start
 
-    # 5. The summary: manifest.json, errors.jsonl (what still could not be read), and a line for the user.
-    summary = shards.summarize(outdir, len(all_units))
-    if state.is_main_process:
-        manifest = {
-            "model": config.model or config.encoder,
-            "model_revision": model_revision(config.model or config.encoder, model),
-            "dataset": config.dataset or config.lerobot or source.root,
-            "config": config.dataset_config,
-            "split": config.split if config.dataset else None,
-            "layout": source.layout,
-            "kind": source.kind,
-            "stride": config.stride if source.layout == "pair" or source.kind == "clip" else None,
-            "rows": summary["rows"],
-            "pairs": summary["pairs"],
-            "shard_size": plan.load(outdir)[1]["shard_size"],
-            "shards": summary["shards"],
-            "errors": len(summary["errors"]),
-            "arguments": record["arguments"],
-            "feature_columns": list(extractor.columns(False)),
-        }
-        if isinstance(extractor, LatentActionExtractor):
-            manifest["processor"] = {"size": extractor.processor.size, "resample": extractor.processor.resample}
-        names = labels.names if labels is not None else source.label_names
-        if names is not None:
-            manifest["label_names"] = names
-        shards.write_errors(outdir, summary["errors"])
-        shards.write_manifest(outdir, manifest)
-        if not todo:
-            logger.info("everything was already extracted: %s holds %d rows (%d pairs)", outdir, summary["rows"], summary["pairs"])
-        else:
-            rows, pairs = summary["rows"] - before["rows"], summary["pairs"] - before["pairs"]
-            logger.info("extracted %d rows (%d pairs) in %.1f s: %.2f pairs/s; %s holds %d rows",
-                        rows, pairs, seconds, pairs / max(seconds, 1e-9), outdir, summary["rows"])
-            if loop is not None:
-                logger.info("process 1 of %d: %s", state.num_processes, loop.describe())
-        if summary["errors"]:
-            logger.warning("%d sample(s) could not be read: see %s; rerun to retry them", len(summary["errors"]),
-                           outdir / shards.ERRORS_FILE)
-    return 1 if summary["errors"] else 0
+def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, labels: Labels | None,
+                  record: dict[str, Any], totals: dict[str, Any]) -> dict[str, Any]:
+    """`manifest.json`: what the folder holds and how it was made (paths in it are the inputs'; the folder's own
+    files by name, so it can be moved)."""
+    manifest = {
+        "model": config.model or config.encoder,
+        "model_revision": record["model"]["revision"],
+        "dataset": config.dataset or config.lerobot or source.root,
+        "config": config.dataset_config,
+        "split": config.split if config.dataset else None,
+        "layout": source.layout,
+        "kind": source.kind,
+        "stride": config.stride if source.layout == "pair" or source.kind == "clip" else None,
+        "rows": totals["rows"],
+        "pairs": totals["pairs"],
+        "shard_size": plan.load(config.out)[1]["shard_size"],
+        "shards": totals["shards"],
+        "errors": len(totals["errors"]),
+        "arguments": {name: value for name, value in run_identity(config).items() if name != "out"},
+        "feature_columns": list(extractor.columns(False)),
+    }
+    if isinstance(extractor, LatentActionExtractor):
+        manifest["processor"] = {"size": extractor.processor.size, "resample": extractor.processor.resample}
+    names = labels.names if labels is not None else source.label_names
+    if names is not None:
+        manifest["label_names"] = names
+    return manifest
+
+
+def summary_lines(outdir: Path, totals: dict[str, Any], before: dict[str, Any], seconds: float, worked: bool,
+                  damaged: list[str]) -> list[str]:
+    """The run's story for the user, a line each: what it did (or that nothing was left), what it redid."""
+    if not worked:
+        lines = [f"everything was already extracted: {outdir} holds {totals['rows']} rows ({totals['pairs']} pairs)"]
+    else:
+        new_rows, pairs = totals["rows"] - before["rows"], totals["pairs"] - before["pairs"]
+        lines = [f"extracted {new_rows} rows ({pairs} pairs) in {seconds:.1f} s: {pairs / max(seconds, 1e-9):.2f} "
+                 f"pairs/s; {outdir} holds {totals['rows']} rows"]
+    if damaged:
+        lines.append(f"redid {len(damaged)} damaged shard file(s): " + "; ".join(damaged))
+    return lines

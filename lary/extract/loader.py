@@ -6,9 +6,14 @@ when the model resizes on the GPU) and yields `Batch`es of at most `batch_size` 
 unit's unreadable samples. A batch belongs to one unit and its composition depends only on the unit and
 `batch_size`, so the rows written do not depend on the number of workers.
 
-Long samples are cut into windows of `batch_size` pairs; consecutive windows share `stride` frames, so every pair
-`(t, t + stride)` is computed once and every frame is decoded once. Memory is bounded by the windows in flight, not
-by the length of a video.
+Pair rows are batched on a grid: batch `b` of a unit holds its rows `b * batch_size .. (b + 1) * batch_size - 1`,
+whichever samples they come from. Shards of a multiple of `batch_size` rows start on the same grid (the default
+shard size is one), so the batches, and the values computed, do not depend on how many processes share the shards.
+(Dataset rows, one piece each, fill batches in turn: the same grid for pairs, whole clips for clips.)
+
+Long samples are cut into windows of at most `batch_size` pairs, at the grid's lines; consecutive windows share
+`stride` frames, so every pair `(t, t + stride)` is computed once and every frame is decoded once. Memory is bounded
+by the windows in flight, not by the length of a video.
 """
 
 from __future__ import annotations
@@ -107,24 +112,26 @@ class UnitStream(IterableDataset):
     def _unit(self, position: int) -> Iterator[Batch | UnitEnd]:
         errors: list[dict[str, Any]] = []
         pending: list[Piece] = []
-        pending_pairs = 0
+        pending_pairs, pending_cell = 0, None
         pieces = self._row_pieces if self.source.layout == "row" else self._pair_pieces
+        offset = 0  # the segment's first row in the unit, as planned
         for segment in self.units[position].segments:
-            for piece in pieces(segment, errors):
-                if pending and pending_pairs + piece.pairs > self.batch_size:
+            for cell, piece in pieces(segment, offset, errors):
+                if pending and (cell != pending_cell or pending_pairs + piece.pairs > self.batch_size):
                     yield Batch(position, pending)
                     pending, pending_pairs = [], 0
                 pending.append(piece)
-                pending_pairs += piece.pairs
+                pending_pairs, pending_cell = pending_pairs + piece.pairs, cell
                 if pending_pairs == self.batch_size:  # full: sent now, not after the next piece
                     yield Batch(position, pending)
                     pending, pending_pairs = [], 0
+            offset += 1 if segment.count is None else segment.count
         if pending:
             yield Batch(position, pending)
         yield UnitEnd(position, errors)
 
-    def _row_pieces(self, segment: Segment, errors: list[dict[str, Any]]) -> Iterator[Piece]:
-        """The row's frames as one piece: a pair (1 pair) or a clip (its pairs at `stride`)."""
+    def _row_pieces(self, segment: Segment, offset: int, errors: list[dict[str, Any]]) -> Iterator[tuple[None, Piece]]:
+        """The row's frames as one piece: a pair (1 pair) or a clip (its pairs at `stride`); no grid cell."""
         try:
             frames, passthrough = self.source.row(segment.sample)
             stride = 1 if self.source.kind == "pair" else self.stride
@@ -138,11 +145,13 @@ class UnitStream(IterableDataset):
             errors.append({"id": self.source.sample_id(segment.sample), "index": segment.sample, "reason": str(error)})
             return
         count = len(frames)
-        yield Piece(segment.sample, np.arange(count), np.full(count, np.nan), pixels, resized, stride, passthrough)
+        yield None, Piece(segment.sample, np.arange(count), np.full(count, np.nan), pixels, resized, stride, passthrough)
 
-    def _pair_pieces(self, segment: Segment, errors: list[dict[str, Any]]) -> Iterator[Piece]:
-        """Windows of at most `batch_size` pairs over the segment's frames `first .. first + count - 1 + stride`."""
-        stride, window = self.stride, self.batch_size + self.stride
+    def _pair_pieces(self, segment: Segment, offset: int, errors: list[dict[str, Any]]) -> Iterator[tuple[int, Piece]]:
+        """Windows over the segment's frames `first .. first + count - 1 + stride`, cut at the grid's lines (the
+        segment's first pair is row `offset` of its unit), each with its grid cell."""
+        stride, cell = self.stride, offset // self.batch_size
+        window = self.batch_size - offset % self.batch_size + stride  # frames up to the next line
         stop = None if segment.count is None else segment.first + segment.count + stride
         carried: list[tuple[int, float, torch.Tensor]] = []  # the last `stride` frames of the previous window
         fresh: list[tuple[int, float, np.ndarray]] = []
@@ -158,9 +167,10 @@ class UnitStream(IterableDataset):
                 if len(carried) + len(fresh) == window:
                     piece, carried = self._piece(segment.sample, carried, fresh)
                     fresh = []
-                    yield piece
+                    yield cell, piece
+                    cell, window = cell + 1, self.batch_size + stride
             if len(carried) + len(fresh) > stride:
-                yield self._piece(segment.sample, carried, fresh)[0]
+                yield cell, self._piece(segment.sample, carried, fresh)[0]
         except LaryError as error:  # MediaError included: the pairs not yet computed fail
             done = max(0, seen - len(fresh) - stride)
             errors.append(_error(self.source, self._rest(segment, done), str(error)))

@@ -2,9 +2,14 @@
 
 Shard `i` of `k` is written as `shard-0000i-of-0000k.parquet`, beside a sidecar `shard-0000i-of-0000k.json` (`rows`,
 `pairs`, and the `errors` of what could not be read), atomically (`lary.parquet_shards`): a shard is complete exactly
-when its Parquet file exists, so a killed run leaves nothing partial behind that a rerun would keep. A rerun skips complete shards and retries what failed in each shard's latest attempt: what it reads
-goes to `shard-0000i-of-0000k.retry-R.parquet` (+ sidecar); when a retry reads nothing new, no file is added and the
-latest sidecar is updated in place.
+when its Parquet file exists, so a killed run leaves nothing partial behind that a rerun would keep. A rerun first
+checks the finished files (`drop_damaged`: a file truncated or emptied since, whose footer no longer reads or whose
+row count differs from its sidecar, is removed and redone), then skips complete shards and retries what failed in
+each shard's latest attempt: what it reads goes to `shard-0000i-of-0000k.retry-R.parquet` (+ sidecar); when a retry
+reads nothing new, no file is added and the latest sidecar is updated in place.
+
+`run.json` records what a rerun must repeat (`check_run`): the resolved inputs, the model and the options that change
+rows, never paths into the output folder, so the folder can be moved and resumed there.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lary.errors import LaryError
 from lary.parquet_shards import ParquetShard, sidecar_path, write_atomic
@@ -37,6 +43,7 @@ def remove_temporary_files(outdir: Path) -> None:
 
 
 def sidecar(outdir: Path, parquet: Path) -> dict[str, Any]:
+    """The sidecar of a finished shard file."""
     return json.loads(sidecar_path(outdir / parquet.name).read_text())
 
 
@@ -72,19 +79,69 @@ class ShardWriter:
         self.shard.publish({"rows": self.shard.rows, "pairs": self.pairs, "errors": errors})
 
 
+def _damage(outdir: Path, parquet: Path) -> str | None:
+    """Why a finished shard file cannot be trusted, or None when its footer reads and holds its sidecar's rows."""
+    try:
+        rows = pq.read_metadata(parquet).num_rows
+    except (OSError, pa.ArrowException) as error:
+        return f"its Parquet footer does not read ({error})"
+    try:
+        recorded = sidecar(outdir, parquet)["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its sidecar {sidecar_path(parquet).name} is missing or unreadable"
+    return None if recorded == rows else f"it holds {rows} rows, its sidecar says {recorded}"
+
+
+def drop_damaged(outdir: Path, num_shards: int) -> list[str]:
+    """Remove every finished shard file that cannot be trusted (see `_damage`), with the later attempts of its shard
+    (they retried what it had failed), so that the rerun redoes them; returns a line per removed file."""
+    dropped = []
+    for paths in finished_attempts(outdir, num_shards).values():
+        reason = None
+        for path in paths:
+            reason = "it retried a damaged attempt" if reason else _damage(outdir, path)
+            if reason:
+                dropped.append(f"{path.name}: {reason}")
+                path.unlink()
+                sidecar_path(path).unlink(missing_ok=True)
+    return dropped
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for name, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _difference(name: str, there: Any, now: Any) -> str:
+    if isinstance(there, list) and isinstance(now, list):
+        first = next((index for index, (a, b) in enumerate(zip(there, now)) if a != b), min(len(there), len(now)))
+        shown = [repr(values[first]) if first < len(values) else "nothing" for values in (there, now)]
+        return f"{name}: {len(there)} there, {len(now)} now; item {first + 1}: {shown[0]} there, {shown[1]} now"
+    return f"{name}: {there!r} there, {now!r} now"
+
+
 def check_run(outdir: Path, record: dict[str, Any]) -> None:
-    """Raise if `OUTDIR/run.json` records a different run than `record`."""
+    """Raise if `OUTDIR/run.json` records a different run than `record` (both from `lary.extract.command.run_record`:
+    resolved inputs, the model's identity, the options that change rows)."""
     recorded = json.loads((outdir / RUN_FILE).read_text())
-    differing = [
-        f"{name}: {recorded['arguments'].get(name)!r} there, {record['arguments'].get(name)!r} now"
-        for name in sorted(set(recorded["arguments"]) | set(record["arguments"]))
-        if recorded["arguments"].get(name) != record["arguments"].get(name)
-    ]
+    if "inputs" not in recorded:
+        raise LaryError(
+            f"{outdir} holds a run of an earlier lary, whose {RUN_FILE} records the text of its arguments: finish it "
+            "with that version, or choose another --out"
+        )
+    there, now = _flatten(recorded), _flatten(record)
+    differing = [_difference(name, there.get(name), now.get(name)) for name in sorted(set(there) | set(now))
+                 if there.get(name) != now.get(name)]
     if differing:
         raise LaryError(
-            f"{outdir} holds a run with different arguments ({outdir / RUN_FILE}):\n  "
+            f"{outdir} holds a run of other inputs, model or options ({outdir / RUN_FILE}):\n  "
             + "\n  ".join(differing)
-            + "\nRerun with the same arguments to resume, or choose another --out."
+            + "\nRerun with the same inputs to resume, or choose another --out."
         )
 
 

@@ -1,0 +1,62 @@
+"""One live `lary extract` run per output folder: `OUTDIR/.lock`, locked by the run's main process.
+
+The lock is a POSIX record lock (`fcntl.lockf`): the kernel drops it when its process ends, however it ends (SIGKILL
+included), so a lock left by a dead run is simply taken over; it belongs to the main process alone (the DataLoader
+workers it forks do not inherit it), and network file systems that all machines of a job see support it. The file
+holds the holder's host and pid, which a refused run names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from lary.errors import LaryError
+
+LOCK_FILE = ".lock"
+
+
+class OutputLock:
+    """`OUTDIR/.lock`, held from `acquire` until `release`, the end of a `with` block or of the process."""
+
+    def __init__(self, outdir: Path):
+        self.path = outdir / LOCK_FILE
+        self.descriptor: int | None = None
+
+    def acquire(self) -> None:
+        """Lock the folder, or raise a `LaryError` naming the live run that holds it."""
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise LaryError(
+                f"{self.path.parent} is being written by another run ({self._holder()}): wait for it to end or stop "
+                "it, or choose another --out"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        os.write(descriptor, json.dumps(holder).encode())
+        self.descriptor = descriptor
+
+    def _holder(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text())
+            return f"host {holder['host']}, pid {holder['pid']}, started {holder['started']}"
+        except (OSError, ValueError, KeyError, TypeError):  # written at this moment, or by something else
+            return f"see {self.path}"
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing the file drops the lock; the file stays (removing it would race)
+            self.descriptor = None
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
