@@ -1,5 +1,6 @@
 """`lary extract` runs as a careless or unlucky user has them: a second run into a live run's folder, the same run
-given other argument text or a moved folder, damaged shards, a full disk, `-q`, and the summary's advice.
+given other argument text or a moved folder, damaged shards, a full disk, `-q`, the summary's advice, and batches
+that do not move with the shards.
 Interrupts, killed launchers and random kills are in test_extract_processes.py."""
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from test_extract import ENV, extract, read_output, save_tiny_model
+from transformers import AutoModel
 
 from lary import cli
 from lary.extract.command import LoopTime, auto_shard_size
+from lary.extract.loader import Batch, UnitStream
+from lary.extract.models import LatentActionExtractor
+from lary.extract.plan import WorkUnit, pair_units
+from lary.extract.sources import VideoSource
 from lary.synthetic import make_clip, write_video
 
 
@@ -185,3 +191,26 @@ def test_default_shards_are_whole_batches_and_keep_every_reader_busy():
         assert size % batch_size == 0 and size <= max(1000, batch_size), (total, readers, batch_size, size)
     assert auto_shard_size(9584, 8, 256) == 256  # 38 shards: 5 rounds of 8; larger shards would need 6 batches' time
     assert auto_shard_size(21, 4, 3) == 6  # 4 shards, one for each reader
+
+
+def test_batches_do_not_depend_on_how_the_rows_are_cut_into_shards(inputs):
+    """The loader's batches (which pairs of which videos go through the model together) for the 44 pairs planned as
+    one shard, or as shards of whole batches of 4, are the same: the rows of a batch (and so their values, where a
+    batch's size and make-up change the model's arithmetic) do not depend on how many processes share the shards."""
+    model, videos = inputs
+    source = VideoSource([f"{videos}/*.mkv"])
+    lengths = [source.length(index) for index in range(len(source))]
+    extractor = LatentActionExtractor(AutoModel.from_pretrained(model).eval(), str(model), 4)
+
+    def batches(shard_size: int) -> list[list[tuple[int, int, int]]]:
+        cut = pair_units([length - 1 for length, _ in lengths], shard_size, [pts for _, pts in lengths])
+        units = [WorkUnit(shard, len(cut), 0, tuple(segments)) for shard, segments in enumerate(cut)]
+        stream = UnitStream(source, units, extractor, batch_size=4, stride=1)
+        return [[(piece.sample, int(piece.frame_indices[0]), piece.pairs) for piece in item.pieces]
+                for item in stream if isinstance(item, Batch)]
+
+    whole = batches(44)
+    assert [sum(pairs for _, _, pairs in batch) for batch in whole] == [4] * 11
+    assert (0, 8, 3) in whole[2] and (1, 0, 1) in whole[2]  # a batch goes on into the next video
+    assert batches(8) == batches(12) == whole
+    assert batches(6) != whole  # shards off the grid cut batches
