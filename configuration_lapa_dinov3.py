@@ -31,6 +31,42 @@ DOWNSAMPLE_STACKS: dict[int, tuple[tuple[int | tuple[int, int], int, int], ...]]
 }
 
 
+# The values a config may hold, [low, high]: generous, but what a machine can allocate. A config is checked when it is
+# built (`validate_architecture`, part of `@strict`), so a negative width or 10^7 layers is named before the model
+# allocates anything.
+RANGES: dict[str, tuple[float, float]] = {
+    "quant_dim": (1, 65536),
+    "codebook_size": (1, 2**20),
+    "spatial_depth": (1, 256),
+    "temporal_depth": (1, 256),
+    "decoder_depth": (1, 256),
+    "dim_head": (1, 4096),
+    "heads": (1, 1024),
+    "ff_mult": (1, 64),
+    "attention_scale": (1e-6, 1e6),
+    "num_null_kv": (0, 1024),
+    "position_bias_depth": (1, 64),
+    "discarding_threshold": (0, 1),
+    "initializer_range": (0, 1e3),
+}
+BACKBONE_RANGES: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, 65536),
+    "intermediate_size": (1, 262144),
+    "num_hidden_layers": (1, 256),
+    "num_attention_heads": (1, 1024),
+    "num_register_tokens": (0, 1024),
+    "patch_size": (1, 1024),
+    "image_size": (1, 16384),
+}
+
+
+def check_range(name: str, value, low: float, high: float) -> None:
+    """`value` (or each of a tuple's) lies in [low, high]; a ValueError names `name` and the value otherwise."""
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if not low <= item <= high:  # also False for NaN
+            raise ValueError(f"{name}={value!r} is out of range: it must be in [{low}, {high}]")
+
+
 def downsampled_grid(grid: tuple[int, int], code_seq_len: int) -> tuple[int, int]:
     """The (h, w) grid of action codes that the quantizer's conv stack makes from a patch grid."""
     height, width = grid
@@ -106,7 +142,18 @@ class LapaDinov3Config(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
-        """Check that the code sequence length fits the backbone's patch grid."""
+        """Check that every size is within its range (`RANGES`, `BACKBONE_RANGES`), and that the code sequence length
+        fits the backbone's patch grid."""
+        for name, (low, high) in RANGES.items():
+            check_range(name, getattr(self, name), low, high)
+        backbone = self.backbone_config
+        for name, (low, high) in BACKBONE_RANGES.items():
+            check_range(f"backbone_config.{name}", getattr(backbone, name), low, high)
+        if backbone.hidden_size % backbone.num_attention_heads:
+            raise ValueError(
+                f"backbone_config.hidden_size={backbone.hidden_size} is not a multiple of "
+                f"backbone_config.num_attention_heads={backbone.num_attention_heads}"
+            )
         if self.code_seq_len not in DOWNSAMPLE_STACKS:
             raise ValueError(
                 f"code_seq_len={self.code_seq_len} is not supported; choose one of {sorted(DOWNSAMPLE_STACKS)}"

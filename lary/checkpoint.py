@@ -13,6 +13,7 @@ from transformers.initialization import no_init_weights
 
 from lary import LapaDinov3Config, LapaDinov3Model
 from lary.errors import LaryError
+from lary.hub import build_config, load_pretrained
 from lary.jsonfile import read_json_object
 
 # The reference constructor's keyword arguments (LARYBench `LatentActionQuantizationDinov3Feature`) and the
@@ -152,7 +153,8 @@ def config_from_reference(laq: dict, backbone_config: DINOv3ViTConfig) -> LapaDi
     if laq["patch_size"] != backbone_config.patch_size:
         raise LaryError(f"LAQ patch_size={laq['patch_size']} differs from the backbone's {backbone_config.patch_size}")
     backbone_config.image_size = laq["image_size"]
-    return LapaDinov3Config(
+    return build_config(
+        "LAQ config",
         backbone_config=backbone_config,
         quant_dim=laq["quant_dim"],
         codebook_size=laq["codebook_size"],
@@ -183,8 +185,10 @@ def convert_checkpoint(
     laq_config: dict | None = None,
     backbone_config: DINOv3ViTConfig | None = None,
     backbone: str | None = None,
+    allow_missing_weights: bool = False,
 ) -> LapaDinov3Model:
-    """Load a reference checkpoint into `LapaDinov3Model`; DINOv3 weights from `backbone` if it has none."""
+    """Load a reference checkpoint into `LapaDinov3Model`; DINOv3 weights from `backbone` if it has none (all of
+    them, unless `allow_missing_weights`)."""
     reference = load_reference_state_dict(checkpoint)
     if backbone_config is None:
         backbone_config = backbone_config_from(None, backbone)
@@ -192,7 +196,7 @@ def convert_checkpoint(
     if not any(key.startswith("dino_tokenizer.") for key in reference):
         if backbone is None:
             raise LaryError(f"{checkpoint} holds no DINOv3 weights (dino_tokenizer.*): pass --backbone ID_OR_DIR")
-        dinov3 = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
+        dinov3 = load_pretrained(DINOv3ViTModel, backbone, "--backbone", allow_missing_weights, dtype=torch.float32)
         reference.update({f"dino_tokenizer.{key}": value for key, value in dinov3.state_dict().items()})
     with no_init_weights():
         model = LapaDinov3Model(config)

@@ -18,7 +18,7 @@ def convert(config: ConvertConfig) -> Path:
     """`lary convert`: the checkpoint as a Hub-ready folder; returns it."""
     laq = read_json_object(config.laq_config, "LAQ config") if config.laq_config else {}
     backbone_config = backbone_config_from(config.backbone_config, config.backbone)
-    model = convert_checkpoint(config.checkpoint, laq, backbone_config, backbone=config.backbone)
+    model = convert_checkpoint(config.checkpoint, laq, backbone_config, config.backbone, config.allow_missing_weights)
     provenance = (
         f"Converted from the LARYBench checkpoint `{Path(config.checkpoint).name}` by `lary convert`: its outputs match "
         "the LARYBench reference implementation (codes exactly, vectors within 1e-4 in float32)."

@@ -16,7 +16,7 @@ from transformers import AutoModel
 from lary.configs.model import DemoConfig
 from lary.errors import LaryError
 from lary.frames import load_processor, probe_video, read_video
-from lary.hub import EMBEDDED_MODEL_NOTE, default_model, is_embedded_model
+from lary.hub import EMBEDDED_MODEL_NOTE, default_model, is_embedded_model, load_pretrained
 from lary.synthetic import DIRECTIONS, make_clip
 
 
@@ -78,7 +78,8 @@ def save_timeline(
 def demo(args: DemoConfig) -> int:
     """`lary demo`: print the codes of each pair and save `demo_timeline.png`."""
     model_path = str(args.model or default_model())
-    model = AutoModel.from_pretrained(model_path).eval()  # the installed classes (registered by `import lary`)
+    # the installed classes (registered by `import lary`)
+    model = load_pretrained(AutoModel, model_path, "--model", args.allow_missing_weights).eval()
     processor = load_processor(model_path, model.config.backbone_config.image_size)
     if args.video:
         frames, numbers = spread_frames(args.video, args.frames)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import lary_hub
@@ -12,7 +14,7 @@ import lary_hub
 from lary.errors import LaryError
 
 if TYPE_CHECKING:
-    from lary import LapaDinov3Model, LapaDinov3Processor
+    from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 
 PIPELINE_TASK = "latent-action-extraction"
 # `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
@@ -20,6 +22,9 @@ EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-d
 # The Inference Endpoints handler, a Hub file beside the three code files, and what it imports (with lary's pins)
 ENDPOINT_HANDLER = Path(next(iter(lary_hub.__path__))) / "handler.py"
 ENDPOINT_REQUIREMENTS = ("torch", "transformers", "numpy", "pillow", "av")
+MAX_KEYS_NAMED = 10  # per kind of weight problem, in one error line
+
+logger = logging.getLogger(__name__)
 
 
 def default_model() -> Path:
@@ -52,6 +57,104 @@ def check_model_name(name: str, flag: str) -> None:
     """A folder that does not exist is named as such (rather than as a malformed Hub id)."""
     if looks_like_path(name) and not Path(name).expanduser().exists():
         raise LaryError(f"{flag} {name}: no such folder")
+
+
+def load_pretrained(loader, name: str | Path, flag: str, allow_missing_weights: bool = False, **kwargs):
+    """`loader.from_pretrained(name, **kwargs)` (an Auto or model class) as every `lary` command loads a model:
+    weights the model lacks (missing), that it does not have (unexpected) or of another shape (mis-shaped) are refused
+    with the keys named, unless `allow_missing_weights` (missing ones then start at random, unexpected ones are
+    dropped; mis-shaped ones are always refused). A config value out of range or an unreadable weights file is named
+    on one line too."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    check_model_name(str(name), flag)
+    report = logging.getLogger("transformers.modeling_utils")
+    report.addFilter(_drop_load_report)  # its table of keys; ours below is one line
+    try:
+        model, info = loader.from_pretrained(name, output_loading_info=True, **kwargs)
+    except StrictDataclassError as error:
+        raise LaryError(f"{flag} {name}: config.json: {error.__cause__ or error}") from None
+    except SafetensorError as error:
+        raise LaryError(f"{flag} {name}: {_unreadable_weights(name)} is truncated or not a safetensors file ({error})") from None
+    except RuntimeError as error:
+        info = _loading_info(error)
+        if info is None or not info.mismatched_keys:
+            raise
+        raise LaryError(f"{flag} {name}: {_weight_problems(info)}; its weights do not fit its config.json") from None
+    except OSError as error:
+        raise LaryError(f"{flag} {name} is not a model folder, nor a model that could be loaded from the Hub: {error}") from None
+    finally:
+        report.removeFilter(_drop_load_report)
+    problems = _weight_problems(SimpleNamespace(**info))
+    if problems and not allow_missing_weights:
+        raise LaryError(
+            f"{flag} {name}: {problems}. Its outputs would be wrong; pass --allow-missing-weights to load it anyway "
+            "(missing weights start at random, unexpected ones are dropped)"
+        )
+    if problems:
+        logger.warning("%s %s: %s (--allow-missing-weights)", flag, name, problems)
+    return model
+
+
+def build_config(where: str | Path, **values) -> LapaDinov3Config:
+    """`LapaDinov3Config(**values)`; a value out of range (checked before anything is allocated) is named on one
+    line, with `where` the values came from."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    from lary import LapaDinov3Config
+
+    try:
+        return LapaDinov3Config(**values)
+    except StrictDataclassError as error:
+        raise LaryError(f"{where}: {error.__cause__ or error}") from None
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+def _loading_info(error: BaseException):
+    """transformers' record of the keys of a load it refused (it raises after logging the report only, so the record
+    is read from the frame that raised)."""
+    from transformers.utils.loading_report import LoadStateDictInfo
+
+    traceback = error.__traceback__
+    while traceback is not None:
+        info = traceback.tb_frame.f_locals.get("loading_info")
+        if isinstance(info, LoadStateDictInfo):
+            return info
+        traceback = traceback.tb_next
+    return None
+
+
+def _weight_problems(info) -> str:
+    """'missing a, b; unexpected c; mis-shaped d (checkpoint (3, 4), model (8, 4))', with layer indices merged
+    (transformers' `layers.{0, 1}.x`); empty when the weights fit."""
+    from transformers.utils.loading_report import update_key_name
+
+    def listed(keys) -> str:
+        keys = sorted(update_key_name(sorted(keys)))
+        return ", ".join(keys[:MAX_KEYS_NAMED]) + (f" and {len(keys) - MAX_KEYS_NAMED} more" if len(keys) > MAX_KEYS_NAMED else "")
+
+    shapes = {key: f" (checkpoint {tuple(checkpoint)}, model {tuple(model)})" for key, checkpoint, model in info.mismatched_keys}
+    parts = [f"{what} weights {listed(keys)}" for what, keys in (("missing", info.missing_keys), ("unexpected", info.unexpected_keys)) if keys]
+    if shapes:
+        parts.append("mis-shaped weights " + ", ".join(key + shape for key, shape in sorted(shapes.items())[:MAX_KEYS_NAMED]))
+    return "; ".join(parts)
+
+
+def _unreadable_weights(name: str | Path) -> str:
+    """The first weights file of a local folder that safetensors cannot open (truncated, or not safetensors)."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(name).glob("*.safetensors")) if Path(name).is_dir() else []:
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError:
+            return str(path)
+    return "a weights file"
 
 
 def export(

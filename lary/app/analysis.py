@@ -229,8 +229,11 @@ def parse_codes(text: str | None, count: int, codebook_size: int) -> list[int]:
 class Analyzer:
     """One LAPA-DINOv3 model and its processor, loaded once and shared by every request (and thread)."""
 
-    def __init__(self, model: str | Path, limits: Limits | None = None, device: str | None = None):
+    def __init__(
+        self, model: str | Path, limits: Limits | None = None, device: str | None = None, allow_missing_weights: bool = False
+    ):
         self.name = str(model)
+        self.allow_missing_weights = allow_missing_weights
         self.limits = limits or Limits()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._lock = threading.Lock()
@@ -241,7 +244,7 @@ class Analyzer:
         with self._lock:
             if self._loaded is None:
                 logger.info("loading %s on %s", self.name, self.device)
-                model = load_model(self.name, "float32", None, self.device)
+                model = load_model(self.name, "float32", None, self.device, allow_missing_weights=self.allow_missing_weights)
                 self._loaded = model, load_processor(self.name, model.config.backbone_config.image_size)
         return self._loaded
 

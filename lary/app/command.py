@@ -11,7 +11,7 @@ from lary.hub import default_model
 def app(config: AppConfig) -> int:
     """Load the model (a bad `--model` fails here, before Gradio is imported), then serve the page until Ctrl+C."""
     limits = Limits(max_frames=config.max_frames, max_pixels=config.max_pixels, max_file_mb=config.max_file_mb)
-    analyzer = Analyzer(config.model or default_model(), limits)
+    analyzer = Analyzer(config.model or default_model(), limits, allow_missing_weights=config.allow_missing_weights)
     analyzer.load()
     from lary.app.page import build_app, launch
 

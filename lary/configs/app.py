@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lary.app.limits import MAX_FILE_MB, MAX_FRAMES, MAX_PIXELS
+from lary.configs.model import allow_missing_weights_option
 from lary.configs.parser import option, positive, require
 
 
 @dataclass(kw_only=True)
 class AppConfig:
     model: str | None = option("Model id or folder (default: the embedded examples/tiny-lapa-dinov3).", default=None)
+    allow_missing_weights: bool = allow_missing_weights_option()
     host: str = option("Address to listen on; 0.0.0.0 serves other machines too.", default="127.0.0.1")
     port: int | None = option("Port (default: 7860, or the next free one).", default=None)
     share: bool = option("Also serve through a temporary public gradio.live link.", default=False)

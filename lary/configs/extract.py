@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lary.configs.model import allow_missing_weights_option
 from lary.configs.parser import option, positive, require
 
 
@@ -29,6 +30,7 @@ class ExtractConfig:
     limit: int | None = option("Only the first N samples (dataset rows, files, folders, episodes).", default=None, group="input")
     stride: int = option("Latent actions of frames (t, t + stride).", default=1)
     out: Path = option("Output folder: Parquet shards, manifest.json, errors.jsonl.", short="-o")
+    allow_missing_weights: bool = allow_missing_weights_option()
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "Model weights dtype (float32 on a GPU computes without TF32, as on the CPU).", default="float32"
     )

@@ -10,6 +10,15 @@ from lary.configs.parser import option, positive, require
 NUM_DIRECTIONS = 8  # lary.synthetic.DIRECTIONS
 
 
+def allow_missing_weights_option() -> bool:
+    """`--allow-missing-weights` of every command that loads a model (`lary.hub.load_pretrained`)."""
+    return option(
+        "Load a model whose weights file lacks some of its weights (they start at random) or holds others (dropped); "
+        "without it such a model is refused, naming the keys. Mis-shaped weights are always refused.",
+        default=False, same_run=False,
+    )
+
+
 @dataclass(kw_only=True)
 class ConvertConfig:
     checkpoint: Path = option("LARYBench checkpoint (a torch pickle with the state dict under 'model').", positional=True)
@@ -17,6 +26,7 @@ class ConvertConfig:
     laq_config: Path | None = option("JSON of the reference constructor's keyword arguments (default: released).", default=None)
     backbone_config: Path | None = option("DINOv3 config JSON (default: ViT-L/16, the released backbone).", default=None, one_of="backbone")
     backbone: str | None = option("DINOv3 model id or folder: its config, and its weights if the checkpoint has none.", default=None, one_of="backbone")
+    allow_missing_weights: bool = allow_missing_weights_option()
 
 
 @dataclass(kw_only=True)
@@ -28,6 +38,7 @@ class DemoConfig:
     direction: int | None = option("Motion of the synthetic clip (0 = right, then counter-clockwise in 45° steps).", default=None)
     seed: int = option("Seed of the synthetic clip.", default=0)
     out: Path = option("Folder for demo_timeline.png.", default=Path("."), short="-o")
+    allow_missing_weights: bool = allow_missing_weights_option()
 
     def validate(self) -> None:
         positive(self, "frames", "stride")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lary.configs.model import allow_missing_weights_option
 from lary.configs.parser import option, positive, require
 
 
@@ -22,6 +23,7 @@ def stride_range(value: str) -> tuple[int, int]:
 @dataclass(kw_only=True)
 class TrainConfig:
     backbone: str = option("DINOv3 model id or folder (pretrained), or a DINOv3 config JSON (random init).")
+    allow_missing_weights: bool = allow_missing_weights_option()
     data: list[str] = option(
         "Videos, image folders, folders of clips, saved `datasets` folders (a `frames` column), "
         "dataset:PATH_OR_ID:CONFIG[:SPLIT] (a LARY/`datasets` config: `frames` clips or `source_image`/`target_image` "

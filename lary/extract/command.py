@@ -90,7 +90,8 @@ def make_source(config: ExtractConfig) -> Source:
 
 def make_extractor(config: ExtractConfig, state: PartialState) -> tuple[Extractor, Any]:
     name = config.model or config.encoder
-    model = load_model(name, config.dtype, config.device_map, state.device, encoder=config.encoder is not None)
+    model = load_model(name, config.dtype, config.device_map, state.device, encoder=config.encoder is not None,
+                       allow_missing_weights=config.allow_missing_weights)
     if config.model:
         return LatentActionExtractor(model, name, config.batch_size, compiled=config.compile), model
     return EncoderFeatureExtractor(model, name, config.batch_size), model

@@ -31,7 +31,7 @@ from lary.errors import LaryError
 from lary.extract.loader import Piece
 from lary.extract.rows import latent_action_types, list_type
 from lary.frames import load_processor
-from lary.hub import check_model_name
+from lary.hub import load_pretrained
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HASHED_BYTES = 16 * 2**20
@@ -58,19 +58,18 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
 
 
-def load_model(name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False):
-    """`AutoModel.from_pretrained` in eval mode, on `device` unless `device_map` places it."""
+def load_model(
+    name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False, allow_missing_weights: bool = False
+):
+    """`AutoModel.from_pretrained` in eval mode, on `device` unless `device_map` places it; weights that do not fit
+    are refused (`lary.hub.load_pretrained`)."""
     from transformers import AutoModel
 
     flag = "--encoder" if encoder else "--model"
-    check_model_name(name, flag)
     kwargs = {"dtype": DTYPES[dtype]}
     if device_map:
         kwargs["device_map"] = device_map
-    try:
-        model = AutoModel.from_pretrained(name, **kwargs).eval()
-    except OSError as error:
-        raise LaryError(f"{flag} {name} is not a model folder, nor a model that could be loaded from the Hub: {error}") from None
+    model = load_pretrained(AutoModel, name, flag, allow_missing_weights, **kwargs).eval()
     if not encoder and not isinstance(model, LapaDinov3Model):
         raise LaryError(f"--model {name} is a {type(model).__name__}, not LAPA-DINOv3; use --encoder for other models")
     return model if device_map else model.to(device)

@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DINOv3ViTConfig, DINOv3ViTModel, get_scheduler
 
-from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor, processes
+from lary import LapaDinov3Model, LapaDinov3Processor, processes
 from lary.configs.parser import to_dict
 from lary.configs.train import TrainConfig
 from lary.errors import LaryError
-from lary.hub import export
+from lary.hub import build_config, export, load_pretrained
 from lary.jsonfile import read_json_object
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
@@ -38,8 +38,11 @@ def replacement_due(step: int) -> bool:
 
 
 
-def build_model(backbone: str, config: str | None = None, image_size: int | None = None) -> LapaDinov3Model:
-    """A fresh LAQ on a DINOv3 backbone: a model id or folder (its weights), or a config JSON (random weights)."""
+def build_model(
+    backbone: str, config: str | None = None, image_size: int | None = None, allow_missing_weights: bool = False
+) -> LapaDinov3Model:
+    """A fresh LAQ on a DINOv3 backbone: a model id or folder (its weights, which must all fit unless
+    `allow_missing_weights`), or a config JSON (random weights)."""
     laq = read_json_object(config, "model config") if config else {}
     if "backbone_config" in laq:
         raise LaryError(f"{config}: the backbone comes from --backbone, not from the model config")
@@ -49,11 +52,11 @@ def build_model(backbone: str, config: str | None = None, image_size: int | None
         data.pop("transformers_version", None)
         backbone_config = DINOv3ViTConfig(**data)
     else:
-        pretrained = DINOv3ViTModel.from_pretrained(backbone, dtype=torch.float32)
+        pretrained = load_pretrained(DINOv3ViTModel, backbone, "--backbone", allow_missing_weights, dtype=torch.float32)
         backbone_config = pretrained.config
     if image_size is not None:
         backbone_config.image_size = image_size
-    model = LapaDinov3Model(LapaDinov3Config(backbone_config=backbone_config, **laq))
+    model = LapaDinov3Model(build_config(config or backbone, backbone_config=backbone_config, **laq))
     if pretrained is not None:
         model.backbone.load_state_dict(pretrained.state_dict())
     return model
@@ -113,7 +116,7 @@ def train(args: TrainConfig) -> Path:
     )
     out = Path(args.out)
     set_seed(args.seed)
-    model = build_model(args.backbone, args.model_config, args.image_size)
+    model = build_model(args.backbone, args.model_config, args.image_size, args.allow_missing_weights)
     if args.gradient_checkpointing:
         # the quantizer's layers recompute their activations in the backward pass (the frozen backbone keeps none)
         model.activation_checkpointing_enable()
