@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from huggingface_hub.dataclasses import strict
 from transformers import DINOv3ViTConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -15,6 +17,14 @@ DINOV3_VITL16 = {
     "num_register_tokens": 4,
     "patch_size": 16,
     "image_size": 224,
+}
+
+# The pipeline that every config names, so that every saved folder serves `pipeline(model=FOLDER,
+# trust_remote_code=True)`: its code is in processing_lapa_dinov3.py, which a save copies beside the model's (it is a
+# relative import of modeling_lapa_dinov3.py).
+PIPELINE_TASK = "latent-action-extraction"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "processing_lapa_dinov3.LapaDinov3LatentActionPipeline", "pt": ["AutoModel"], "type": "image"}
 }
 
 # code_seq_len -> the quantizer's downsampling convs as (kernel, stride, padding); ReLU between convs.
@@ -139,6 +149,7 @@ class LapaDinov3Config(PreTrainedConfig):
             self.backbone_config = DINOv3ViTConfig(**{**DINOV3_VITL16, **self.backbone_config})
         elif self.backbone_config is None:
             self.backbone_config = DINOv3ViTConfig(**DINOV3_VITL16)
+        kwargs.setdefault("custom_pipelines", copy.deepcopy(CUSTOM_PIPELINES))
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):

@@ -70,6 +70,25 @@ def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(255).mul_(2).sub_(1)
 
 
+def rgb8(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> (H, W, 3) uint8 RGB, as OpenCV's `imread` (LARYBench's reader) gives it.
+
+    16-bit grey (`I;16`, `I;16B`, `I;16L`, and `I`, as which older Pillow opens them) keeps its high byte (`>> 8`, as
+    libpng's `png_set_strip_16` in OpenCV, and as Pillow reads 16-bit RGB), where PIL's own conversion clips every
+    value above 255 to white. Float images (`F`) are taken as 0..1. Alpha is dropped (the colour under it stays);
+    palettes, 1-bit, CMYK and other modes go through PIL's conversion.
+    """
+    if image.mode.startswith("I"):
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+    elif image.mode == "F":
+        grey = np.round(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
+    elif image.mode in ("P", "PA"):  # through RGBA: PIL warns on a palette's transparency going straight to RGB
+        return np.asarray(image.convert("RGBA").convert("RGB"))
+    else:
+        return np.asarray(image.convert("RGB"))
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 class LapaDinov3Processor(ImageProcessingMixin):
     r"""
     Turns frame pairs (`images=[[f0, f1], ...]`) into `pixel_values` (batch, 2, 3, size, size) and equal-length clips
@@ -162,7 +181,7 @@ class LapaDinov3Processor(ImageProcessingMixin):
     def to_uint8(frame: Frame, where: str = "frame") -> torch.Tensor:
         """One frame of any accepted type -> uint8 tensor (H, W, 3) on the CPU."""
         if isinstance(frame, Image.Image):
-            return torch.from_numpy(np.array(frame.convert("RGB")))
+            return torch.from_numpy(np.array(rgb8(frame)))  # a writable copy
         if isinstance(frame, torch.Tensor):
             if frame.ndim == 3 and frame.shape[0] == 3 and frame.shape[-1] != 3:
                 frame = frame.permute(1, 2, 0)
@@ -183,6 +202,10 @@ class LapaDinov3Processor(ImageProcessingMixin):
         if frame.dtype != np.uint8:
             raise ValueError(f"{where}: arrays must be uint8; got {frame.dtype}")
         return torch.from_numpy(np.ascontiguousarray(frame))
+
+
+# Every save writes `auto_map` and this file, also when the class came from `lary` rather than remote code.
+LapaDinov3Processor.register_for_auto_class("AutoProcessor")
 
 
 def _is_frame(item: Any) -> bool:
@@ -239,4 +262,4 @@ class LapaDinov3LatentActionPipeline(Pipeline):
         return result
 
 
-__all__ = ["LapaDinov3LatentActionPipeline", "LapaDinov3Processor", "normalize_pixels", "resize_frames"]
+__all__ = ["LapaDinov3LatentActionPipeline", "LapaDinov3Processor", "normalize_pixels", "resize_frames", "rgb8"]

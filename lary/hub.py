@@ -16,7 +16,6 @@ from lary.errors import LaryError
 if TYPE_CHECKING:
     from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 
-PIPELINE_TASK = "latent-action-extraction"
 # `examples/` sits beside the Hub files, which install as `lary_hub` (a checkout, or package data of the wheel).
 EMBEDDED_MODEL = Path(next(iter(lary_hub.__path__))) / "examples" / "tiny-lapa-dinov3"
 # The Inference Endpoints handler, a Hub file beside the three code files, and what it imports (with lary's pins)
@@ -171,16 +170,7 @@ def export(
 
     out = Path(out)
     processor = processor or LapaDinov3Processor(size=model.config.backbone_config.image_size)
-    model.config.custom_pipelines = {
-        PIPELINE_TASK: {
-            "impl": "processing_lapa_dinov3.LapaDinov3LatentActionPipeline",
-            "pt": ["AutoModel"],
-            "type": "image",
-        }
-    }
-    # the model's and config's classes are registered for the Auto classes where they are defined, so their save
-    # writes `auto_map` and the three code files (the pipeline's processing file is a relative import of the model's)
-    processor.register_for_auto_class("AutoProcessor")
+    # the classes write `auto_map`, the custom pipeline and the three code files on every save (the Hub files)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "README.md").write_text(render_model_card(model.config, str(out), provenance, base_model))

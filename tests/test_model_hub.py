@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import shared_path
@@ -191,7 +192,8 @@ def _card(text: str) -> tuple[dict, str]:
 
 def test_the_card_of_a_converted_model_states_its_own_sizes(converted):
     metadata, text = _card((converted / "README.md").read_text())
-    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert metadata["pipeline_tag"] == "robotics"  # as the Hub's other latent action models
+    assert {"image-feature-extraction", "latent-actions", "lapa"} <= set(metadata["tags"])
     assert metadata["datasets"] == ["meituan-longcat/LARYBench"]
     assert "base_model" not in metadata  # a random tiny backbone is no DINOv3 release
     assert "DINOv3-architecture ViT with 16-pixel patches (2 layers, width 64, 4 heads, 4 register tokens)" in text
@@ -201,6 +203,12 @@ def test_the_card_of_a_converted_model_states_its_own_sizes(converted):
     assert "5 x (batch, 2, 196, 64)" in text  # hidden_states: input, 2 spatial and 2 temporal layers
     assert "ViT-L" not in text and "1024" not in text and "$" not in text
     assert f'from_pretrained("{converted}", trust_remote_code=True)' in text
+
+
+def test_the_embedded_example_card_has_the_same_task_metadata():
+    metadata, text = _card((REPO_ROOT / "examples" / "tiny-lapa-dinov3" / "README.md").read_text())
+    assert metadata["pipeline_tag"] == "robotics" and "image-feature-extraction" in metadata["tags"]
+    assert "not a real latent action model" in text
 
 
 def test_the_card_of_the_released_configuration():
@@ -214,16 +222,60 @@ def test_the_card_of_the_released_configuration():
         "facebook/dinov3-vitb16-pretrain-lvd1689m"
 
 
-def test_the_embedded_example_holds_no_code_and_exports_the_current_code(tmp_path):
-    """The committed example is weights and configs only (the installed classes load it); a save writes the Hub files
-    as they are now, so an exported copy is never stale."""
+HUB_FILES = ("configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py")
+
+
+def test_the_embedded_example_links_the_hub_files_and_its_configs_are_a_save(tmp_path):
+    """The example's code files are relative links to the Hub files at the root (no copies to keep equal); its
+    configs are what a save writes now (auto_map, the pipeline, the processor's resample), so it loads as any saved
+    folder, with or without `lary`; and a save of it writes the current Hub files."""
     example = REPO_ROOT / "examples" / "tiny-lapa-dinov3"
-    assert not list(example.glob("*.py")) and "auto_map" not in json.loads((example / "config.json").read_text())
+    for name in HUB_FILES:
+        assert os.readlink(example / name) == f"../../{name}"
     model = AutoModel.from_pretrained(example)
     model.save_pretrained(tmp_path / "copy")
-    for name in ("configuration_lapa_dinov3.py", "modeling_lapa_dinov3.py", "processing_lapa_dinov3.py"):
+    for name in HUB_FILES:
         assert (tmp_path / "copy" / name).read_text() == (REPO_ROOT / name).read_text()
-    # its processor settings are spelled out as a save writes them now (resample included), not left to defaults
+    saved, committed = (json.loads((folder / "config.json").read_text()) for folder in (tmp_path / "copy", example))
+    assert {key: committed[key] for key in ("auto_map", "custom_pipelines")} == \
+        {key: saved[key] for key in ("auto_map", "custom_pipelines")}
     AutoProcessor.from_pretrained(example).save_pretrained(tmp_path / "processor")
     saved = tmp_path / "processor" / "preprocessor_config.json"
     assert json.loads(saved.read_text()) == json.loads((example / "preprocessor_config.json").read_text())
+
+
+REMOTE_CODE_ONLY = """
+import sys, torch
+from transformers import AutoModel, AutoProcessor, pipeline
+frames = torch.load(sys.argv[1], weights_only=True).numpy()
+for folder in sys.argv[2:]:
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
+    codes = model(**processor(images=[frames])).action_indices
+    assert (pipeline(model=folder, trust_remote_code=True)(list(frames))["action_indices"] == codes.numpy()).all()
+    print(folder, codes.tolist())
+assert "lary" not in sys.modules
+"""
+
+
+def test_the_embedded_example_and_a_plain_save_of_it_load_without_lary(tmp_path):
+    """The README's model section on the embedded example, and on the folder that a plain `save_pretrained` of the
+    installed classes writes (model and processor): model, processor and pipeline in a fresh process without `lary`,
+    with the codes the installed classes give."""
+    example = REPO_ROOT / "examples" / "tiny-lapa-dinov3"
+    model, processor = AutoModel.from_pretrained(example), AutoProcessor.from_pretrained(example)
+    assert isinstance(model, LapaDinov3Model) and isinstance(processor, LapaDinov3Processor)  # `import lary`'s classes
+    model.save_pretrained(tmp_path / "saved")
+    processor.save_pretrained(tmp_path / "saved")
+    frames = torch.from_numpy(np.stack(_pairs(1, size=64)[0]))
+    torch.save(frames, tmp_path / "frames.pt")
+    with torch.no_grad():
+        expected = model(**processor(images=[list(frames.numpy())])).action_indices.tolist()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    folders = [str(example), str(tmp_path / "saved")]
+    result = subprocess.run([sys.executable, "-c", REMOTE_CODE_ONLY, str(tmp_path / "frames.pt"), *folders],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [f"{folder} {expected}" for folder in folders]

@@ -44,7 +44,8 @@ def write_model_card(out: Path, args: TrainConfig) -> Path:
     random_backbone = args.backbone.endswith(".json")
     card = f"""---
 library_name: transformers
-tags: [latent-actions, lapa, dinov3]
+pipeline_tag: robotics
+tags: [latent-actions, lapa, dinov3, image-feature-extraction]
 ---
 
 # LAPA-DINOv3-style latent action model trained with `lary train`

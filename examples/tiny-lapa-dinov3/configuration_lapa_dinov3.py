@@ -1,0 +1,1 @@
+../../configuration_lapa_dinov3.py

@@ -1,0 +1,1 @@
+../../modeling_lapa_dinov3.py

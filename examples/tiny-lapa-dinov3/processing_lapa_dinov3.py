@@ -1,0 +1,1 @@
+../../processing_lapa_dinov3.py
