@@ -53,13 +53,14 @@ def _bytes(item: Any, where: str) -> bytes:
     raise InputError(f"{where} must be a file's bytes or base64; got {type(item).__name__}")
 
 
-def read_image(item: Any, where: str) -> np.ndarray:
-    """An image file (bytes, base64) or a PIL image -> (H, W, 3) uint8 RGB, as `lary extract` reads image files."""
+def open_image(item: Any, where: str) -> Image.Image:
+    """An image file (bytes, base64) or a PIL image, opened."""
     if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
+        return item
     try:
-        with Image.open(io.BytesIO(_bytes(item, where))) as image:
-            return np.asarray(image.convert("RGB"))
+        image = Image.open(io.BytesIO(_bytes(item, where)))
+        image.load()
+        return image
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -122,15 +123,18 @@ class EndpointHandler:
             return {"error": str(error)}
 
     def _frames(self, inputs: Any) -> Iterator[tuple[torch.Tensor, float | None]]:
-        """The clip's frames, each resized by the processor as soon as it is decoded (uint8 (3, S, S)), with its time."""
+        """The clip's frames, each resized by the processor as soon as it is read (uint8 (3, S, S)), with its time."""
         if isinstance(inputs, list):
             if len(inputs) < 2:
                 raise InputError(f"inputs: a list of images is one clip and needs at least 2; got {len(inputs)}")
-            frames = ((read_image(item, f"inputs[{index}]"), None) for index, item in enumerate(inputs))
+            # images of any mode to 8-bit RGB by the processor, as `lary extract` reads image files (16-bit keeps its
+            # high byte, as OpenCV's imread)
+            frames = ((self.processor.to_uint8(open_image(item, f"inputs[{index}]")), None)
+                      for index, item in enumerate(inputs))
         else:
-            frames = decode_video(_bytes(inputs, "inputs"))
+            frames = ((torch.from_numpy(rgb), time) for rgb, time in decode_video(_bytes(inputs, "inputs")))
         for rgb, time in frames:
-            yield self.processor.resize(torch.from_numpy(rgb)[None].to(self.device))[0], time  # on a GPU, there
+            yield self.processor.resize(rgb[None].to(self.device))[0], time  # on a GPU, there
 
     @torch.inference_mode()
     def _pairs(self, frames: Iterator[tuple[torch.Tensor, float | None]], stride: int, vectors: bool) -> Iterator[dict]:

@@ -44,31 +44,16 @@ def image_files(folder: str | Path) -> list[Path]:
     return sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
 
 
-def rgb8(image: Image.Image) -> np.ndarray:
-    """A PIL image of any mode -> (H, W, 3) uint8 RGB, as OpenCV's `imread` (LARYBench's reader) gives it.
-
-    16-bit grey (`I;16`, `I;16B`, `I;16L`, and `I`, as which older Pillow opens them) keeps its high byte (`>> 8`, as
-    libpng's `png_set_strip_16` in OpenCV, and as Pillow reads 16-bit RGB), where PIL's own conversion clips every
-    value above 255 to white. Float images (`F`) are taken as 0..1. Alpha is dropped (the colour under it stays);
-    palettes, 1-bit, CMYK and other modes go through PIL's conversion.
-    """
-    if image.mode.startswith("I"):
-        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-    elif image.mode == "F":
-        grey = np.round(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
-    elif image.mode in ("P", "PA"):  # through RGBA: PIL warns on a palette's transparency going straight to RGB
-        return np.asarray(image.convert("RGBA").convert("RGB"))
-    else:
-        return np.asarray(image.convert("RGB"))
-    return np.repeat(grey[..., None], 3, axis=-1)
-
-
 def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where: str | None = None) -> np.ndarray:
     """An image file, its bytes, a 🤗 `datasets` Image value (`{"bytes", "path"}`) or a PIL image -> (H, W, 3) uint8 RGB
-    (`rgb8`).
+    (the processor's `rgb8`: as OpenCV's `imread` reads it).
 
     Raises `MediaError` naming `where` (default: the path) for a missing or unreadable image.
     """
+    # the processor's conversion (the Hub file, so remote code reads images alike); imported here, as in
+    # `load_processor`, because it loads torch and transformers, which `lary prepare` does not need
+    from lary_hub.processing_lapa_dinov3 import rgb8
+
     if isinstance(source, Image.Image):
         return rgb8(source)
     if isinstance(source, dict):

@@ -80,9 +80,17 @@ def media(tmp_path_factory) -> dict[str, Path]:
                         pix_fmt="yuv420p")
     images = folder / "frames"
     images.mkdir()
+    grey16 = folder / "grey16"  # 16-bit grey PNG frames, which PIL's own conversion would clip to white
+    grey16.mkdir()
     for index, frame in enumerate(read_video(video)[:12]):
         Image.fromarray(frame).save(images / f"frame_{index}.png")
-    return {"video": video, "images": images}
+        if index < 5:
+            Image.fromarray(frame.mean(axis=2).astype(np.uint16) * 257).save(grey16 / f"frame_{index}.png")
+    return {"video": video, "images": images, "grey16": grey16}
+
+
+def _pngs(folder: Path) -> list[str]:
+    return [str(path) for path in sorted(folder.glob("*.png"), key=lambda path: int(path.stem.split("_")[1]))]
 
 
 def _extract(source: list[str], model_dir: Path, out: Path, stride: int) -> list[dict]:
@@ -118,11 +126,12 @@ def test_every_exported_folder_has_the_handler_and_its_requirements(model_dir):
 
 
 def test_the_endpoint_gives_lary_extracts_codes_without_lary(model_dir, media, tmp_path):
-    images = sorted(media["images"].glob("*.png"), key=lambda path: int(path.stem.split("_")[1]))
+    images = [Path(path) for path in _pngs(media["images"])]
     requests = [
         {"video": str(media["video"]), "base64": False},
         {"video": str(media["video"]), "base64": True, "parameters": {"stride": 3, "return_vectors": True}},
         {"images": [str(path) for path in images], "parameters": {"stride": 2}},
+        {"images": _pngs(media["grey16"]), "parameters": {"return_vectors": True}},
     ]
     if ALOHA.exists():  # real rendered robot video, 480x640 H.264
         requests.append({"video": str(ALOHA), "base64": True, "parameters": {"stride": 2}})
@@ -152,8 +161,10 @@ def test_the_endpoint_gives_lary_extracts_codes_without_lary(model_dir, media, t
     assert np.asarray(answers[1][0]["continuous_latent_actions"]).shape == (config["code_seq_len"], config["quant_dim"])
     _same_pairs(answers[2], _extract(["--images", str(media["images"])], model_dir, tmp_path / "images", stride=2))
     assert len(answers[2]) == 10 and answers[2][0]["timestamp"] is None
+    _same_pairs(answers[3], _extract(["--images", str(media["grey16"])], model_dir, tmp_path / "grey16", stride=1),
+                vectors=True)
     if ALOHA.exists():
-        _same_pairs(answers[3], _extract(["--videos", str(ALOHA)], model_dir, tmp_path / "aloha", stride=2))
+        _same_pairs(answers[4], _extract(["--videos", str(ALOHA)], model_dir, tmp_path / "aloha", stride=2))
     for answer, (_, message) in zip(answers[len(requests):], bad):
         assert set(answer) == {"error"} and message in answer["error"] and "\n" not in answer["error"], answer
 
