@@ -32,10 +32,14 @@ HEADER = """\
 
 def build_wheel(out: Path) -> Path:
     """`pip wheel` of this checkout (no dependencies) into `out`."""
-    # setuptools stages the package in build/ and never deletes from it: a module removed since would be shipped
+    # setuptools stages the package in build/ and never deletes from it (a module removed since would be shipped):
+    # the staging is removed before and after
     shutil.rmtree(REPO_ROOT / "build", ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--quiet", "-w", str(out)],
-                   check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--quiet", "-w", str(out)],
+                       check=True)
+    finally:
+        shutil.rmtree(REPO_ROOT / "build", ignore_errors=True)
     return next(out.glob("lary-*.whl"))
 
 
