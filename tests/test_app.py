@@ -26,7 +26,7 @@ from transformers import AutoModel
 
 from lary.app.analysis import Analysis, Analyzer, frame_range, pair_table, parse_codes, read_clip
 from lary.app.limits import Limits
-from lary.app.page import _intro
+from lary.app.page import STATE_SESSIONS, _intro
 from lary.app.sessions import SessionStore
 from lary.cli import main as lary_main
 from lary.errors import LaryError
@@ -196,6 +196,7 @@ def test_many_visitors_leave_a_bounded_memory(app, videos):
         assert len(alive) == len(app.sessions), len(alive)
         held = [value for session in app.blocks.state_holder.session_data.values() for value in session.state_data.values()]
         assert all(value is None or isinstance(value, str) for value in held)
+        assert app.blocks.state_session_capacity == STATE_SESSIONS  # and gradio keeps that many visitors' state
     finally:
         app.sessions.max_bytes = saved
 
