@@ -20,11 +20,16 @@ _HUB_CLASSES = {
     "LapaDinov3Output": "lary_hub.modeling_lapa_dinov3",
     "LapaDinov3Processor": "lary_hub.processing_lapa_dinov3",
 }
+# public name -> the lary module that defines it (imported on first use: they load torch and the extract code)
+_LARY_CLASSES = {"LatentActionLabeler": "lary.labeler", "LatentActionTokens": "lary.tokens"}
 
 if TYPE_CHECKING:
     from lary_hub.configuration_lapa_dinov3 import LapaDinov3Config
     from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model, LapaDinov3Output
     from lary_hub.processing_lapa_dinov3 import LapaDinov3Processor
+
+    from lary.labeler import LatentActionLabeler
+    from lary.tokens import LatentActionTokens
 
 if not registration.launched_as_cli():
     registration.register()
@@ -33,7 +38,16 @@ if not registration.launched_as_cli():
 def __getattr__(name: str):
     if name in _HUB_CLASSES:
         return getattr(importlib.import_module(_HUB_CLASSES[name]), name)
+    if name in _LARY_CLASSES:
+        return getattr(importlib.import_module(_LARY_CLASSES[name]), name)
     raise AttributeError(f"module 'lary' has no attribute {name!r}")
 
 
-__all__ = ["LapaDinov3Config", "LapaDinov3Model", "LapaDinov3Output", "LapaDinov3Processor"]
+__all__ = [
+    "LapaDinov3Config",
+    "LapaDinov3Model",
+    "LapaDinov3Output",
+    "LapaDinov3Processor",
+    "LatentActionLabeler",
+    "LatentActionTokens",
+]
