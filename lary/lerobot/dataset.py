@@ -25,7 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from lary.errors import LaryError
 
-from .layout import V30, camera_keys, episode_table, read_info
+from .layout import INFO_PATH, V30, camera_keys, episode_table, read_info
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +158,20 @@ class LeRobotFolder:
         each row i of the episode, the position in `frame_times` of the frame nearest `video_timestamps[i]`, among
         the frames inside the episode's span of the file only (so a pair never takes a frame of another episode);
         each must be within `tolerance_s` (default one frame, `1 / fps`) and none taken twice. Raises naming the
-        episode when its span holds fewer frames than its table has rows, or a row has no frame.
+        episode and the file when its span holds fewer frames than its table has rows, a row has no frame or two rows
+        one frame; where the video's frame rate is not info.json's `fps`, the message gives both.
         """
         tolerance_s = 1 / self.fps if tolerance_s is None else tolerance_s
         half_frame = 0.5 / self.fps  # span edges: frame starts may be rounded by up to half a frame
         end = np.inf if episode.to_timestamp is None else episode.to_timestamp - half_frame
         frame_times = np.asarray(frame_times, dtype=np.float64)
         inside = np.flatnonzero((frame_times >= episode.from_timestamp - half_frame) & (frame_times < end))
+        span_times = frame_times[inside] if len(inside) > 1 else frame_times
+        rates = self._rates(span_times)
         if len(inside) < episode.length:
             raise LaryError(
                 f"episode {episode.episode_index}: its video {episode.video_file} has {len(inside)} frames, its table "
-                f"{episode.length} rows"
+                f"{episode.length} rows{rates}"
             )
         inside = inside[np.argsort(frame_times[inside], kind="stable")]
         # nearest frame by binary search; the infinite ends keep both neighbours defined
@@ -181,12 +184,26 @@ class LeRobotFolder:
         if len(late):
             row = late[0]
             raise LaryError(
-                f"episode {episode.episode_index}, frame {row}: no frame of {episode.video_file} within {tolerance_s:g}s "
-                f"of {wanted[row]:.4f}s (nearest {times[nearest[row]]:.4f}s)"
+                f"episode {episode.episode_index}, frame {row}: no frame of {episode.video_file} within "
+                f"{tolerance_s:g}s of {wanted[row]:.4f}s (nearest {times[nearest[row]]:.4f}s){rates}"
             )
         if len(np.unique(nearest)) < len(nearest):
-            raise LaryError(f"episode {episode.episode_index}: two of its rows match one frame of {episode.video_file}")
+            raise LaryError(
+                f"episode {episode.episode_index}: two of its rows match one frame of {episode.video_file}"
+                f"{self._rates(span_times, always=True)}"
+            )
         return inside[nearest - 1]
+
+    def _rates(self, frame_times: np.ndarray, always: bool = False) -> str:
+        """A clause naming info.json's fps and the video's frame rate (its median frame interval) when they differ by
+        more than 1% (`always`: also when they agree): the likely cause of frames not found by timestamp."""
+        steps = np.diff(np.sort(frame_times))
+        steps = steps[steps > 0]
+        video = 1 / float(np.median(steps)) if len(steps) else None
+        if video is not None and abs(video - self.fps) <= 0.01 * self.fps and not always:
+            return ""
+        shown = "unknown" if video is None else f"{video:.4g}"
+        return f" ({self.root / INFO_PATH} says fps {self.fps:g}; the video has {shown} frames per second)"
 
 
 def _snapshot(repo_id: str, revision: str | None, patterns: list[str]) -> Path:

@@ -22,7 +22,9 @@ input covers in part is an error naming the frames it lacks.
 
 The copy is written to `OUT.incomplete` and renamed to OUT when complete. Video files are hard-linked to the
 source's where the file system allows (`copy_videos=True` copies them), everything else is copied; the source is
-only read.
+only read. Before anything is written, every path the source names (info.json's templates, for every camera) and
+every file it holds is checked to be inside it (`lary.paths.inside`: no `..`, absolute path or symlink out of it),
+and every file written is checked to be inside the copy.
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lary.errors import LaryError
+from lary.paths import inside
 
 from .dataset import LeRobotFolder
 from .layout import (
-    EPISODES_DIR,
     EPISODES_STATS_JSONL,
     INFO_PATH,
     STATS_PATH,
     V30,
+    camera_keys,
+    dataset_file,
     episode_table,
+    episodes_files,
     read_info,
     read_jsonl,
 )
@@ -285,7 +290,7 @@ def _write_episode_stats(
     episodes_stats.jsonl line."""
     if version == V30:
         names = [(f, stat) for f in features for stat in next((s[f] for s in stats.values() if f in s), {})]
-        for file in sorted((source / EPISODES_DIR).glob("*/*.parquet")):
+        for file in episodes_files(source):
             table = pq.read_table(file)
             episodes = table.column("episode_index").to_pylist()
             position = max((i + 1 for i, name in enumerate(table.column_names) if name.startswith("stats/")), default=0)
@@ -294,14 +299,14 @@ def _write_episode_stats(
                 kind = pa.list_(pa.int64() if stat == "count" else pa.float64())
                 table = table.add_column(position, f"stats/{feature}/{stat}", pa.array(values, type=kind))
                 position += 1
-            path = target / file.relative_to(source)
+            path = _copy_file(target, file.relative_to(source))
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, path)
     else:
-        lines = read_jsonl(source / EPISODES_STATS_JSONL)
+        lines = read_jsonl(source, EPISODES_STATS_JSONL)
         for line in lines:
             line["stats"] |= {name: _as_json(s) for name, s in stats[line["episode_index"]].items()}
-        (target / EPISODES_STATS_JSONL).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        _copy_file(target, EPISODES_STATS_JSONL).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -310,12 +315,22 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=4, ensure_ascii=False))
 
 
-def _copy_tree(source: Path, target: Path, skip: set[Path], copy_videos: bool) -> None:
-    """Every file of `source` but those in `skip` (written anew), into `target`: videos hard-linked if allowed."""
-    for path in sorted(source.rglob("*")):
-        if not path.is_file() or path in skip:
+def _copy_file(target: Path, relative: str | Path) -> Path:
+    """Where the copy's file `relative` (a path of the source) is written: inside `target`, checked."""
+    return inside(target, relative, f"{target}: a file of the copy")
+
+
+def _source_files(source: Path) -> list[Path]:
+    """Every file of the dataset `source`, each checked to be in it (a symlink to a file elsewhere is refused)."""
+    return [dataset_file(source, path.relative_to(source)) for path in sorted(source.rglob("*")) if path.is_file()]
+
+
+def _copy_tree(source: Path, files: list[Path], target: Path, skip: set[Path], copy_videos: bool) -> None:
+    """The `files` of `source` but those in `skip` (written anew), into `target`: videos hard-linked if allowed."""
+    for path in files:
+        if path in skip:
             continue
-        destination = target / path.relative_to(source)
+        destination = _copy_file(target, path.relative_to(source))
         destination.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".mp4" and not copy_videos:
             try:
@@ -349,30 +364,32 @@ def export_latent_actions(
     if taken:
         raise LaryError(f"{root / INFO_PATH} already has a feature {taken[0]!r}; export from the original dataset")
     table = episode_table(root, info)
+    for camera in camera_keys(info):  # the copy keeps info.json's templates: each camera's videos must be inside too
+        episode_table(root, info, camera)
     lengths = dict(zip(table["episode_index"].tolist(), table["length"].tolist()))
     data_files = list(dict.fromkeys(table["data_file"]))
     for file in data_files:
         if not file.is_file():
             raise LaryError(f"{file} is missing: the export needs every episode's data file")
+    files = _source_files(root)
     rows = _Input(latent_actions)
     stride = _check_pairs(rows.keys, lengths, rows.where)
     latents = _Latents(rows, stride, with_vectors)
     rewritten = {root / INFO_PATH, root / STATS_PATH, root / EPISODES_STATS_JSONL, *data_files}
-    rewritten |= set((root / EPISODES_DIR).glob("*/*.parquet"))
+    rewritten |= set(episodes_files(root))
 
     incomplete = out.with_name(out.name + ".incomplete")
     shutil.rmtree(incomplete, ignore_errors=True)  # left by a killed export
     try:
-        _copy_tree(root, incomplete, rewritten, copy_videos)
+        _copy_tree(root, files, incomplete, rewritten, copy_videos)
         stats: dict[int, dict[str, dict]] = {}
         with tqdm(total=len(lengths), desc="export episodes", unit="episode") as progress:
             for file in data_files:
-                stats |= _write_data_file(
-                    file, incomplete / file.relative_to(root), lengths, latents, version, progress
-                )
+                target = _copy_file(incomplete, file.relative_to(root))
+                stats |= _write_data_file(file, target, lengths, latents, version, progress)
         features = latents.features()
         _write_episode_stats(root, incomplete, version, stats, list(features))
-        if (root / STATS_PATH).is_file():
+        if (root / STATS_PATH) in files:
             merged = json.loads((root / STATS_PATH).read_text())
             for feature in features:
                 per_episode = [s[feature] for s in stats.values() if feature in s]
