@@ -142,6 +142,19 @@ def test_an_export_writes_only_under_out_and_changes_no_source(clean, tmp_path, 
     assert open_lerobot(tmp_path / "deep/a/exp", camera=CAMERAS[0]).episodes[1].length == LENGTHS[1]
 
 
+def test_an_unfinished_export_is_redone_and_a_folder_of_that_name_kept(clean, tmp_path):
+    """`OUT.incomplete` is removed by a rerun only when a killed export left it (it holds its mark)."""
+    theirs = tmp_path / "exp.incomplete"
+    (theirs / "notes.txt").parent.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(LaryError, match=r"exp.incomplete exists and is not an unfinished export; move it"):
+        export_latent_actions(clean["v2.1"], clean["latents"], tmp_path / "exp")
+    assert (theirs / "notes.txt").read_text() == "mine"
+    (theirs / ".lary-export-unfinished").touch()  # as a killed export leaves it
+    out = export_latent_actions(clean["v2.1"], clean["latents"], tmp_path / "exp")
+    assert not theirs.exists() and not (out / ".lary-export-unfinished").exists() and not (out / "notes.txt").exists()
+
+
 def test_a_hub_cache_snapshot_links_to_its_blobs_and_nowhere_else(clean, tmp_path):
     """As huggingface_hub stores a download: `snapshots/<commit>/<file>` a relative symlink to `blobs/<hash>`."""
     repo = tmp_path / "hub" / "datasets--someone--robot"

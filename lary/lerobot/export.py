@@ -20,11 +20,12 @@ in any order) or a pyarrow Table. An episode the input lacks entirely (not extra
 frame invalid and named in a warning, so the copy is the whole dataset with its episode indices; an episode the
 input covers in part is an error naming the frames it lacks.
 
-The copy is written to `OUT.incomplete` and renamed to OUT when complete. Video files are hard-linked to the
-source's where the file system allows (`copy_videos=True` copies them), everything else is copied; the source is
-only read. Before anything is written, every path the source names (info.json's templates, for every camera) and
-every file it holds is checked to be inside it (`lary.paths.inside`: no `..`, absolute path or symlink out of it),
-and every file written is checked to be inside the copy.
+The copy is written to `OUT.incomplete` (marked as an unfinished export, so that a rerun removes only a folder of
+its own) and renamed to OUT when complete. Video files are hard-linked to the source's where the file system allows
+(`copy_videos=True` copies them), everything else is copied; the source is only read. Before anything is written,
+every path the source names (info.json's templates, for every camera) and every file it holds is checked to be
+inside it (`lary.paths.inside`: no `..`, absolute path or symlink out of it), and every file written to be inside the
+copy.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ VECTORS = "latent_action.vectors"
 VALID = "latent_action.valid"
 KEY_COLUMNS = ("episode_index", "frame_index", "next_frame_index")
 FILL_INDEX = -1
+UNFINISHED = ".lary-export-unfinished"  # marks OUT.incomplete as ours: a rerun may remove it
 
 
 class _Input:
@@ -379,7 +381,12 @@ def export_latent_actions(
     rewritten |= set(episodes_files(root))
 
     incomplete = out.with_name(out.name + ".incomplete")
-    shutil.rmtree(incomplete, ignore_errors=True)  # left by a killed export
+    if incomplete.exists():  # left by a killed export (marked as ours), or someone else's folder: kept
+        if not (incomplete / UNFINISHED).is_file():
+            raise LaryError(f"{incomplete} exists and is not an unfinished export; move it or choose another --out")
+        shutil.rmtree(incomplete)
+    incomplete.mkdir(parents=True)
+    (incomplete / UNFINISHED).touch()
     try:
         _copy_tree(root, files, incomplete, rewritten, copy_videos)
         stats: dict[int, dict[str, dict]] = {}
@@ -397,6 +404,7 @@ def export_latent_actions(
                     merged[feature] = _as_json(aggregate_stats(per_episode))
             _write_json(incomplete / STATS_PATH, merged)
         _write_json(incomplete / INFO_PATH, {**info, "features": {**info["features"], **features}})
+        (incomplete / UNFINISHED).unlink()
         incomplete.rename(out)
     except BaseException:
         shutil.rmtree(incomplete, ignore_errors=True)
