@@ -80,8 +80,8 @@ class LatentActionTokens:
         return cls(np.array(ids, dtype=np.int64), None if config is None else config.code_seq_len)
 
     def encode(self, action_indices: Any) -> Any:
-        """Codes (any shape; a torch tensor, a numpy array or lists) -> their token ids, same shape and kind (a
-        tensor stays on its device; lists give a numpy array)."""
+        """Codes (a torch tensor, a numpy array or lists; the last axis whole actions of `code_seq_len` codes, e.g.
+        (N, n) or flat) -> their token ids, same shape and kind (a tensor stays on its device; lists give numpy)."""
         codes = np.asarray(action_indices.cpu() if isinstance(action_indices, torch.Tensor) else action_indices)
         if codes.size == 0:
             codes = codes.astype(np.int64)
