@@ -24,7 +24,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs, maybe_install_capturing_hooks
 
 from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
 
@@ -415,6 +415,10 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
         self.post_init()
         # frozen and in eval mode from the start: DINOv3 in training mode jitters its RoPE coordinates
         self.backbone.eval().requires_grad_(False)
+        # The output-capturing hooks of this model and of its sub-models (DINOv3 and its encoder), all at once: left
+        # to be installed lazily, DINOv3's encoder hooks its layers at the first call that records, then this model's
+        # installation hooks them again, so from the second call on every DINOv3 layer was recorded twice.
+        maybe_install_capturing_hooks(self)
 
     def train(self, mode: bool = True) -> "LapaDinov3Model":
         # The backbone is frozen. `from_pretrained` swaps in fresh parameters and ends with `eval()`, so this is
