@@ -4,13 +4,15 @@ collate; bad input named."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from conftest import shared_path
 from datasets import Dataset, Features, Image
 from PIL import Image as PILImage
-from test_extract import extract, read_output
+from test_extract import extract, read_output, save_tiny_model
 from torch.utils.data import DataLoader
 
 from lary import LatentActionLabeler
@@ -125,3 +127,17 @@ def test_bad_frames_are_named(labeler, aloha_frames):
         labeler.label_batch({"frame": frames}, "frame", "next")
     with pytest.raises(LaryError, match=r"second_frames\[0\]: .*missing"):
         labeler.label_pairs([aloha_frames[0]], ["/no/such/frame.png"])
+
+
+def test_a_model_whose_weights_do_not_fit_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = save_tiny_model(tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    dropped = sorted(key for key in weights if "codebook" in key)[0]
+    del weights[dropped]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LaryError, match=rf"--model {folder}: missing weights {re.escape(dropped)}"):
+        LatentActionLabeler.from_pretrained(folder)
+    labeler = LatentActionLabeler.from_pretrained(folder, allow_missing_weights=True)
+    assert labeler.config.code_seq_len == 16
