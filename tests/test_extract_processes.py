@@ -221,9 +221,10 @@ def test_random_kills_lose_no_row_and_change_none(tmp_path, videos, uninterrupte
 
 
 def test_ctrl_c_and_sigterm_end_in_one_line(tmp_path, videos):
-    out = tmp_path / "out"
-    command = video_args(videos, out, "--shard-size", "8")
+    """Sent once the run has locked its folder, with a second of work ahead (batches of one pair)."""
     for name, sent in (("Ctrl-C", signal.SIGINT), ("SIGTERM", signal.SIGTERM)):
+        out = tmp_path / name
+        command = video_args(videos, out, "--batch-size", "1")
         process = subprocess.Popen([sys.executable, *command], env=ENV, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
         assert wait_for(lambda: process.poll() is not None or lock_holder(out) == process.pid)

@@ -28,9 +28,9 @@ from lary import logs
 from lary.configs.extract import ExtractConfig
 from lary.configs.parser import run_identity
 from lary.errors import LaryError, MediaError, NoSpaceError
-from lary.extract import plan, rows, shards
+from lary.extract import health, plan, rows, shards
 from lary.extract.labels import Labels
-from lary.extract.loader import Batch, UnitEnd, UnitStream
+from lary.extract.loader import Batch, UnitEnd, UnitStream, forking_workers, worker_signals
 from lary.extract.lock import OutputLock
 from lary.extract.memory import PeriodicRelease, keep_freed_memory
 from lary.extract.models import (
@@ -308,6 +308,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, collate_fn=lambda item: item,
         pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
+        worker_init_fn=worker_signals,
     )
     writers = Writers(config.out, units, schema)
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", desc=f"extract (process 1 of {state.num_processes})",
@@ -322,8 +323,10 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
     if workers:
         gc.freeze()
     try:
-        items = iter(loader)  # the workers fork here
-        keep_freed_memory()  # in this process only: the model's batches gain, the workers' decoding does not (2% slower)
+        with forking_workers():
+            items = iter(loader)  # the workers fork here
+            keep_freed_memory()  # in this process only (finding the C library starts a process too): the model's
+            # batches gain, the workers' decoding does not (2% slower)
         busy = 0.0  # handling batches after the first arrived; the rest of that time the loop waited for one
         for item in items:
             began = time.perf_counter()
@@ -391,12 +394,19 @@ def extract(config: ExtractConfig) -> int:
         totals = shards.summarize(outdir, len(all_units))
         if state.is_main_process:
             shards.write_errors(outdir, totals["errors"])
-            shards.write_manifest(outdir, make_manifest(config, source, extractor, labels, record, totals))
+            manifest = make_manifest(config, source, extractor, labels, record, totals)
+            if isinstance(extractor, LatentActionExtractor):  # codes to judge: the report covers every shard
+                manifest["label_health"] = health.folder_report(outdir, totals["shards"], model.config.codebook_size)
+            shards.write_manifest(outdir, manifest)
             lines = summary_lines(outdir, totals, before, seconds, bool(todo), damaged)
+            if manifest.get("label_health"):
+                lines.append(health.summary_line(manifest["label_health"]))
             if loop is not None and (pace := loop.describe(workers, process_cores(state))) is not None:
                 lines.append(f"process 1 of {state.num_processes}: {pace}")
             for line in lines:
                 logger.info("%s", line)
+            for warning in (manifest.get("label_health") or {}).get("warnings", []):
+                logger.warning("%s (see docs/extract.md, \"Label health\")", warning)
             if totals["errors"]:
                 logger.warning("%d sample(s) could not be read: see %s; rerun to retry them", len(totals["errors"]),
                                outdir / shards.ERRORS_FILE)

@@ -18,7 +18,10 @@ by the windows in flight, not by the length of a video.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +83,36 @@ class Batch:
 class UnitEnd:
     unit: int
     errors: list[dict[str, Any]]
+
+
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def forking_workers() -> Iterator[None]:
+    """Around the start of the workers (or any other process): Ctrl-C and SIGTERM are noted, then handled once the
+    workers have started. During a fork Python may run their handler in an at-fork hook, which swallows its
+    KeyboardInterrupt (the run went on to the end); a handler that only notes the signal loses nothing there, and
+    the workers start with it (until `worker_signals`)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in received[:1]:
+            signal.raise_signal(number)
+
+
+def worker_signals(worker_id: int) -> None:
+    """A worker's `worker_init_fn`: Ctrl-C, which the terminal sends to every process of the run, is the main
+    process's to handle (it ends the workers); SIGTERM ends a worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stack(frames: list[torch.Tensor]) -> torch.Tensor:

@@ -8,8 +8,10 @@ holds the holder's host and pid, which a refused run names.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 from lary.errors import LaryError
 
 LOCK_FILE = ".lock"
+
+logger = logging.getLogger(__name__)
 
 
 class OutputLock:
@@ -32,12 +36,16 @@ class OutputLock:
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(descriptor)
-            raise LaryError(
-                f"{self.path.parent} is being written by another run ({self._holder()}): wait for it to end or stop "
-                "it, or choose another --out"
-            ) from None
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks: warn, and go on
+                logger.warning("cannot lock %s (%s): make sure no other run writes into %s", self.path, error,
+                               self.path.parent)
+            else:
+                os.close(descriptor)
+                raise LaryError(
+                    f"{self.path.parent} is being written by another run ({self._holder()}): wait for it to end or "
+                    "stop it, or choose another --out"
+                ) from None
         os.ftruncate(descriptor, 0)
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.write(descriptor, json.dumps(holder).encode())
