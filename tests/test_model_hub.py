@@ -17,7 +17,9 @@ from test_model_behaviour import TINY
 from transformers import AutoModel, AutoProcessor, pipeline
 
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
+from lary.configs.train import TrainConfig
 from lary.model_card import known_base_model, render_model_card
+from lary.training.report import write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,10 +207,16 @@ def test_the_card_of_a_converted_model_states_its_own_sizes(converted):
     assert f'from_pretrained("{converted}", trust_remote_code=True)' in text
 
 
-def test_the_embedded_example_card_has_the_same_task_metadata():
+def test_the_embedded_and_trained_models_cards_have_the_same_task_metadata(tmp_path):
     metadata, text = _card((REPO_ROOT / "examples" / "tiny-lapa-dinov3" / "README.md").read_text())
     assert metadata["pipeline_tag"] == "robotics" and "image-feature-extraction" in metadata["tags"]
     assert "not a real latent action model" in text
+    record = {"step": 10, "loss": 0.5, "codebook_usage": 1.0, "perplexity": 4.0}
+    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
+    card = write_model_card(tmp_path, TrainConfig(backbone="backbone.json", data=["synthetic:2"], out=tmp_path))
+    metadata, text = _card(card.read_text())
+    assert metadata["pipeline_tag"] == "robotics" and "image-feature-extraction" in metadata["tags"]
+    assert "trained for 10 steps" in text
 
 
 def test_the_card_of_the_released_configuration():
