@@ -1,13 +1,15 @@
 """Logging: library modules log to `logging.getLogger(__name__)`; the CLI sets the level once (`-v`/`-q`).
 
 Under several processes (accelerate) only the main process logs below warnings, so a run prints its story once.
-Progress bars stay tqdm (on the main process), hidden with -q (`progress_hidden`).
+Progress bars stay tqdm (on the main process), hidden with -q (`progress_hidden`; transformers' bars too, such as
+its "Loading weights").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 
@@ -25,6 +27,23 @@ def setup(verbosity: int = 0) -> None:
     logger = logging.getLogger("lary")
     logger.handlers[:] = [handler]  # the CLI's own output; records still propagate (to pytest's caplog, say)
     logger.setLevel(level)
+    _transformers_progress_bars(shown=not progress_hidden())
+
+
+_hid_transformers_bars = False  # whether `setup` turned transformers' bars off (and so may turn them on again)
+
+
+def _transformers_progress_bars(shown: bool) -> None:
+    global _hid_transformers_bars
+    library = sys.modules.get("transformers.utils.logging")  # the CLI has imported it; nothing to do otherwise
+    if library is None:
+        return
+    if not shown and library.is_progress_bar_enabled():
+        library.disable_progress_bar()
+        _hid_transformers_bars = True
+    elif shown and _hid_transformers_bars:
+        library.enable_progress_bar()
+        _hid_transformers_bars = False
 
 
 def progress_hidden() -> bool:

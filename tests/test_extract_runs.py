@@ -166,6 +166,7 @@ def test_quiet_hides_the_progress_bar(tmp_path, inputs, capsys):
         assert cli.main(["extract", *args(model, videos, tmp_path / str(shown)), "--cpu", *flags]) == 0
         stderr = capsys.readouterr().err
         assert ("extract (process 1 of 1)" in stderr) == shown, stderr
+        assert ("Loading weights" in stderr) == shown, stderr  # transformers' bar
         assert ("waited for frames" in stderr) == shown, stderr
 
 
