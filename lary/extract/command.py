@@ -182,7 +182,7 @@ def _inputs(source: Source, config: ExtractConfig) -> dict[str, Any]:
             "split": config.split, "revision": config.revision, "rows": len(source)}
 
 
-def run_record(config: ExtractConfig, source: Source, model: Any, labels: Labels | None) -> dict[str, Any]:
+def run_record(config: ExtractConfig, source: Source, model: Any) -> dict[str, Any]:
     """What a rerun into the same folder must repeat (`run.json`): the resolved inputs, the model (a local folder by
     its weights, wherever it lies; a Hub id with its commit) and the options that change the rows. Not the text of
     the arguments: `--out k7` and `--out /abs/k7`, relative and absolute `--videos`, are one run, and a folder moved
@@ -375,7 +375,7 @@ def extract(config: ExtractConfig) -> int:
     # 3. The plan, under the folder's lock (one live run per folder): the first run records what it reads and cuts the
     #    work into shards; a rerun must read the same and does what is left (missing shards, damaged ones, and what
     #    failed in the others).
-    record = run_record(config, source, model, labels)
+    record = run_record(config, source, model)
     with OutputLock(outdir) as lock, no_space_names(outdir, KEPT_ON_NO_SPACE):
         all_units, damaged = plan_folder(outdir, source, config, record, state, workers, labels, lock)
         todo = plan.remaining(outdir, all_units)
