@@ -151,6 +151,6 @@ def test_train_names_a_model_config_value_out_of_range(tmp_path):
     model_config.write_text(json.dumps({"spatial_depth": -1}))
     backbone = tmp_path / "backbone.json"
     backbone.write_text(json.dumps(TINY["backbone_config"]))
-    with pytest.raises(LaryError, match=rf"^{model_config}: spatial_depth=-1 is out of range: it must be in \[1, 256\]$"):
+    with pytest.raises(LaryError, match=rf"^{backbone}, {model_config}: spatial_depth=-1 is out of range: it must be in \[1, 256\]$"):
         cli.main(["train", "--backbone", str(backbone), "--model-config", str(model_config), "--data", "synthetic:2",
                   "--cpu", "--out", str(tmp_path / "trained")])

@@ -56,7 +56,8 @@ def build_model(
         backbone_config = pretrained.config
     if image_size is not None:
         backbone_config.image_size = image_size
-    model = LapaDinov3Model(build_config(config or backbone, backbone_config=backbone_config, **laq))
+    sources = ", ".join(str(source) for source in (backbone, config) if source)  # where a bad value came from
+    model = LapaDinov3Model(build_config(sources, backbone_config=backbone_config, **laq))
     if pretrained is not None:
         model.backbone.load_state_dict(pretrained.state_dict())
     return model
