@@ -38,6 +38,42 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
 
 
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(parent) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def lock_holder(out: Path) -> int | None:
+    try:
+        return json.loads((out / ".lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def wait_for(condition, seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_two_processes_equal_one(tmp_path, setup):
     model, dataset = setup
     extra = ("--limit", "20", "--shard-size", "3", "--batch-size", "2")
@@ -110,9 +146,11 @@ def test_two_machines_equal_one_process_and_resume_after_a_kill(tmp_path):
     deadline = time.monotonic() + 120
     while len(list(out.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    for process in killed:  # the whole machine goes down: launcher and worker processes
+    ranks = [rank for process in killed for rank in children(process.pid)]
+    for process in killed:  # the launchers' process groups go down; their ranks (sessions of their own) end with them
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    assert wait_for(lambda: not any(alive(rank) for rank in ranks), 15), "a rank outlived its launcher"
     finished = {path.name: path.stat().st_mtime_ns for path in out.glob("shard-*.parquet")}
     assert 2 <= len(finished) < 14, "the kill should land mid-run"
 
@@ -147,42 +185,6 @@ def uninterrupted(videos, tmp_path_factory):
     assert done.returncode == 0, done.stderr
     assert read_manifest(out)["shards"] == ["shard-00000-of-00001.parquet"]
     return read_output(out)
-
-
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid` (from Linux's /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, ValueError):
-            continue
-        if int(parent) == pid and state != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def lock_holder(out: Path) -> int | None:
-    try:
-        return json.loads((out / ".lock").read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def wait_for(condition, seconds: float = 120) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.mark.slow
