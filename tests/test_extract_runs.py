@@ -106,6 +106,13 @@ def test_resuming_compares_resolved_inputs_not_argument_text_and_a_moved_folder_
         extract(*args(model, videos, moved, "--stride", "2"))
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_on_one_line(tmp_path, inputs):
+    model, videos = inputs
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"--out .*/a_file: cannot create the folder \(File exists\)"):
+        extract(*args(model, videos, tmp_path / "a_file"))
+
+
 def test_damaged_shards_are_redone_and_named(tmp_path, inputs, caplog):
     model, videos = inputs
     out = tmp_path / "out"
@@ -179,7 +186,8 @@ def test_the_summary_advises_only_where_it_applies():
     assert line == ("first batch after 1.0 s, then the model waited for frames 50% of the time; more --num-workers "
                     "(up to 7 on this process's 8 cores) would feed it faster")
     busy = waited.describe(workers=1, cores=2)  # every core already works: more workers would only share them
-    assert "--num-workers" not in busy and busy.endswith("only more cores would feed it faster")
+    assert busy.endswith(": decoding is the slower side, and this process's 2 core(s) are all taken (the model and 1 "
+                         "decoding worker(s)); only more cores would feed it faster")
     assert "--num-workers" not in waited.describe(workers=7, cores=8)
     fed = LoopTime(first_batch=1.0, waiting=0.9, total=10.0, pairs=100)  # 10%: the model sets the pace
     assert fed.describe(workers=1, cores=8) == "first batch after 1.0 s, then the model waited for frames 10% of the time"

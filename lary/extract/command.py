@@ -6,6 +6,7 @@ The script reads top to bottom: resources, what to read and the model, the plan,
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import logging
@@ -297,8 +298,8 @@ class LoopTime:
             return line
         if workers + 1 < cores:
             return f"{line}; more --num-workers (up to {cores - 1} on this process's {cores} cores) would feed it faster"
-        return (f"{line}: decoding is the slower side, and its {workers} worker(s) and the model already take this "
-                f"process's {cores} core(s); only more cores would feed it faster")
+        return (f"{line}: decoding is the slower side, and this process's {cores} core(s) are all taken (the model "
+                f"and {workers} decoding worker(s)); only more cores would feed it faster")
 
 
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
@@ -420,7 +421,12 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
     outcome: list[Any] = [[]]
     if state.is_main_process:
         try:
-            outdir.mkdir(parents=True, exist_ok=True)
+            try:
+                outdir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    raise
+                raise LaryError(f"--out {outdir}: cannot create the folder ({error.strerror})") from None
             lock.acquire()
             if shards.read_run(outdir) is not None:
                 shards.check_run(outdir, record)
