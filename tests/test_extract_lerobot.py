@@ -92,7 +92,7 @@ def test_export_writes_the_latent_actions_back_and_the_probe_reads_them(tmp_path
                       "--hidden-dim", "16", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
     results = json.loads((results_dir / "results.json").read_text())
     assert results["splits"]["split"]["split_by"] == "episode_index"
-    assert len(results["splits"]["split"]["validation_groups"]) == 1 and results["splits"]["split"]["train_groups"] == 2
+    assert len(results["splits"]["split"]["validation_groups"]) == 1 and len(results["splits"]["split"]["train_groups"]) == 2
 
 
 def test_real_robot_video_and_an_episode_shorter_than_its_table(tmp_path, tiny_model):

@@ -20,7 +20,8 @@ class EvaluateConfig:
         "--validation).", default=None, group="data",
     )
     split_by: Literal["episode", "clip"] = option(
-        "With --data: keep each episode (`episode_index`) or clip (`id`) whole in one split.", default="clip", group="data",
+        "With --data: keep each episode (`episode_index`) or clip (`id`) whole in one split; classification draws "
+        "each class's groups on its own (stratified).", default="clip", group="data",
     )
     validation_fraction: float = option("With --data: the share of episodes or clips held out.", default=0.2, group="data")
     target: str = option("Regression target column (e.g. `action`, or `observation.state` of LeRobot rows).", default="action")
@@ -38,7 +39,12 @@ class EvaluateConfig:
     hidden_dim: int | None = option("Probe width (default: 768 classification, 4096 regression).", default=None)
     lr: list[float] | None = option("Learning rate(s): one per classification head; one for regression.", default=None)
     weight_decay: list[float] | None = option("Weight decay(s), matching --lr.", default=None)
-    seed: int = option("Seed of the probe and the batch order.", default=0)
+    seed: int = option("Seed of the probe, the batch order, the --data split and the shuffled-target control.", default=0)
+    shuffled_control: bool = option(
+        "Also train the same probe on the train targets shuffled over the rows (seeded), reported in results.json's "
+        "`controls` beside the majority class / mean predictor: what the probe scores when the features carry nothing. "
+        "Doubles the training time.", default=True,
+    )
     cpu: bool = option("Run on CPU, also under `accelerate launch`.", default=False, same_run=False)
     pooler_depth: int = option("Attentive pooler blocks (last one cross-attends).", default=4, group="classification probe")
     attention_heads: int = option("Attention heads of the pooler.", default=16, group="classification probe")

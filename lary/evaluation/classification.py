@@ -13,6 +13,7 @@ from torch import nn
 
 from .training import (
     Rows,
+    StepEstimate,
     predict,
     selection_record,
     split_for_selection,
@@ -194,13 +195,14 @@ def train_classification(
     config: ClassificationConfig,
     accelerator: Accelerator,
     num_classes: int | None = None,
+    on_estimate: StepEstimate | None = None,
 ) -> ClassificationResult:
     """Train all heads; the reported accuracy is the chosen head's top-1 on the validation rows after the last epoch.
 
     The head is the one with the best top-1 after the last epoch on the validation rows (`config.selection`
     "validation", as LARYBench), or on `config.held_out_fraction` of the train rows, which it then does not train on
     ("held-out": the reported accuracy was not tuned on). The features are `[rows, tokens, D]` or
-    `[rows, pairs, tokens, D]`, each step reading only its process's rows.
+    `[rows, pairs, tokens, D]`, each step reading only its process's rows. `on_estimate`: see `train_epochs`.
     """
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
     num_pairs = train_features.shape[1] if len(train_features.shape) == 4 else 1
@@ -236,7 +238,7 @@ def train_classification(
     history = []
     epochs = train_epochs(
         model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
-        torch.Generator().manual_seed(config.seed), weights, desc="classification probe",
+        torch.Generator().manual_seed(config.seed), weights, desc="classification probe", on_estimate=on_estimate,
     )
     for epoch, sums in epochs:
         logits = predict(probe, val_features, config.batch_size, accelerator, (num_heads, len(val_features), num_classes))

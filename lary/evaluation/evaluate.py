@@ -29,6 +29,7 @@ from .plots import (
     plot_regression_curves,
 )
 from .regression import RegressionConfig, train_regression
+from .training import TIMED_STEPS, StepEstimate
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,47 @@ def _split_info(split: ExtractedSplit) -> dict:
     return {"path": str(split.path), "split": split.manifest.get("split"), "rows": len(split)}
 
 
-def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
-    label_names = train.manifest.get("label_names")
-    num_classes = len(label_names) if label_names else int(max(train.labels.max(), validation.labels.max())) + 1
-    config = ClassificationConfig(
+QUICKER = {  # what makes each probe quicker, for the expected-time line
+    "classification": "fewer epochs (--epochs 5), one head instead of LARYBench's 5 (--lr 1e-3 --weight-decay 0.4), "
+                      "a narrower probe (--hidden-dim 256 --pooler-depth 2)",
+    "regression": "fewer epochs (--epochs 5), a narrower probe (--hidden-dim 1024)",
+}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _announce(args: EvaluateConfig, accelerator, train: ExtractedSplit, what: str) -> StepEstimate | None:
+    """Say what is about to be trained, and return the callback that says, once a few steps are timed, how long it
+    will take and what would make it quicker (on the main process)."""
+    if not accelerator.is_main_process:
+        return None
+    steps = args.epochs * -(-len(train) // args.batch_size)
+    timed = f"; its expected time follows after {TIMED_STEPS + 1} steps" if steps > TIMED_STEPS + 1 else ""
+    logger.info("training the %s %s: %d rows x %d epochs in batches of %d (%d steps)%s", args.task, what, len(train),
+                args.epochs, args.batch_size, steps, timed)
+
+    def estimate(seconds_per_step: float, steps: int) -> None:
+        again = ""
+        if what == "probe" and args.shuffled_control:
+            again = "; the shuffled-target control then trains as long again (--no-shuffled-control skips it)"
+        logger.info("expected time of the %s: about %s (%d steps of %.2f s, plus a validation pass per epoch)%s; "
+                    "quicker: %s", what, _duration(seconds_per_step * steps), steps, seconds_per_step, again,
+                    QUICKER[args.task])
+
+    return estimate
+
+
+def _shuffled(args: EvaluateConfig, train: ExtractedSplit) -> np.ndarray:
+    """The control's order of the train targets: a permutation of the rows, seeded by --seed."""
+    return np.random.default_rng(args.seed).permutation(len(train))
+
+
+def _classification_config(args: EvaluateConfig) -> ClassificationConfig:
+    return ClassificationConfig(
         hidden_dim=args.hidden_dim or 768,
         pooler_depth=args.pooler_depth,
         attention_heads=args.attention_heads,
@@ -70,28 +108,54 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
         seed=args.seed,
         selection=args.selection,
     )
-    result = train_classification(
-        train.features, torch.from_numpy(train.labels), validation.features, torch.from_numpy(validation.labels),
-        config, accelerator, num_classes,
-    )
+
+
+def _classes_without_validation(names: list[str], validation: ExtractedSplit) -> list[str]:
+    counts = np.bincount(validation.labels, minlength=len(names))
+    return [names[label] for label in np.flatnonzero(counts == 0)]
+
+
+def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
+    label_names = train.manifest.get("label_names")
+    num_classes = len(label_names) if label_names else int(max(train.labels.max(), validation.labels.max())) + 1
+    names = label_names or [str(i) for i in range(num_classes)]
+    config = _classification_config(args)
+
+    def train_on(labels: np.ndarray, what: str):
+        return train_classification(
+            train.features, torch.from_numpy(labels), validation.features, torch.from_numpy(validation.labels),
+            config, accelerator, num_classes, on_estimate=_announce(args, accelerator, train, what),
+        )
+
+    result = train_on(train.labels, "probe")
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (validation.labels, result.predictions), 1)
     heads = [
         {"lr": lr, "weight_decay": wd, "accuracy": accuracy}
         for (lr, wd), accuracy in zip(config.heads, result.history[-1]["validation_accuracy"])
     ]
-    names = label_names or [str(i) for i in range(num_classes)]
+    majority = int(np.bincount(train.labels, minlength=num_classes).argmax())
+    controls = {"majority_class": {"class": names[majority], "value": float(np.mean(validation.labels == majority))},
+                "shuffled_targets": None}
+    if args.shuffled_control:
+        shuffled = train_on(train.labels[_shuffled(args, train)], "shuffled-target control")
+        controls["shuffled_targets"] = {"value": shuffled.accuracy, "best_head": shuffled.best_head, "seed": args.seed}
     if accelerator.is_main_process:
         plot_classification_curves(result.history, heads, out / "training_curves.png")
         plot_confusion_matrix(confusion, names, out / "confusion_matrix.png")
+    missing = _classes_without_validation(names, validation)
     return {
         "metric": "top1_accuracy",
         "value": result.accuracy,
+        "controls": controls,
         "best_head": result.best_head,
         "selection": result.selection,
         "heads": heads,
         "label_names": names,
         "confusion_matrix": confusion.tolist(),
+        "warnings": [f"no validation sample of class(es) {', '.join(map(repr, missing))}: their confusion rows are all "
+                     "zero and the accuracy says nothing of them (another --seed, a larger --validation-fraction, or "
+                     "more clips of them)"] if missing else [],
         "history": result.history,
         "probe": result.config,
     }
@@ -109,21 +173,32 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
         seed=args.seed,
         selection=args.selection,
     )
-    result = train_regression(
-        train.features, train.actions, validation.features, validation.actions,
-        config, accelerator, train.robot_types, validation.robot_types,
-    )
+
+    def train_on(rows: np.ndarray, what: str):
+        robot_types = [train.robot_types[row] for row in rows] if train.robot_types else None
+        return train_regression(
+            train.features, [train.actions[row] for row in rows], validation.features, validation.actions,
+            config, accelerator, robot_types, validation.robot_types, on_estimate=_announce(args, accelerator, train, what),
+        )
+
+    result = train_on(np.arange(len(train)), "probe")
+    controls = {"mean_predictor": {"value": result.mean_predictor_mse}, "shuffled_targets": None}
+    if args.shuffled_control:  # each row keeps its robot type with its action, so the normalization is the same
+        shuffled = train_on(_shuffled(args, train), "shuffled-target control")
+        controls["shuffled_targets"] = {"value": shuffled.mse, "best_epoch": shuffled.best_epoch, "seed": args.seed}
     if accelerator.is_main_process:
         plot_regression_curves(result.history, out / "training_curves.png")
         plot_per_dimension_error(result.per_dimension_mse, out / "per_dimension_error.png")
     return {
         "metric": "normalized_mse",
         "value": result.mse,
+        "controls": controls,
         "best_epoch": result.best_epoch,
         "selection": result.selection,
         "per_dimension_mse": result.per_dimension_mse,
         "per_robot_mse": result.per_robot_mse,
         "normalization": result.normalization,
+        "warnings": [],
         "history": result.history,
         "probe": result.config,
     }
@@ -140,7 +215,8 @@ def evaluate(args: EvaluateConfig) -> dict:
         if args.data is not None:  # one folder, split by episode or clip
             group = "episode_index" if args.split_by == "episode" else "id"
             whole = load_split(args.data, args.feature, target, args.cache_dir, group=group)
-            train, validation, split_info = split_by_groups(whole, args.validation_fraction, args.seed)
+            train, validation, split_info = split_by_groups(whole, args.validation_fraction, args.seed,
+                                                            stratify=args.task == "classification")
             split_info["split_by"] = group
         else:
             train = load_split(args.train, args.feature, target, args.cache_dir)
@@ -172,9 +248,16 @@ def evaluate(args: EvaluateConfig) -> dict:
     }
     if accelerator.is_main_process:
         (out / "results.json").write_text(json.dumps(results, indent=2))
-        value = results["value"]
-        shown = f"{100 * value:.2f}%" if results["metric"] == "top1_accuracy" else f"{value:.4f}"
-        print(f"{results['model']} on {results['dataset']} {results['config'] or ''}: {results['metric']} = {shown}")
+        for warning in results["warnings"]:
+            logger.warning("%s", warning)
+
+        def shown(value: float) -> str:
+            return f"{100 * value:.2f}%" if results["metric"] == "top1_accuracy" else f"{value:.4f}"
+
+        controls = "; ".join(f"{name.replace('_', ' ')} {shown(control['value'])}"
+                             for name, control in results["controls"].items() if control is not None)
+        print(f"{results['model']} on {results['dataset']} {results['config'] or ''}: {results['metric']} = "
+              f"{shown(results['value'])} (controls: {controls})")
         logger.info("wrote %s", out / "results.json")
     accelerator.wait_for_everyone()
     accelerator.end_training()

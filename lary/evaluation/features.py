@@ -316,18 +316,35 @@ def load_split(
     return split
 
 
-def split_by_groups(split: ExtractedSplit, fraction: float, seed: int) -> tuple[ExtractedSplit, ExtractedSplit, dict]:
-    """Train and validation parts of one folder: a seeded `fraction` of its groups (episodes, clips) for validation,
-    every group whole on one side. Returns both parts and what was split."""
-    names = np.unique(split.groups)
+def split_by_groups(split: ExtractedSplit, fraction: float, seed: int,
+                    stratify: bool = False) -> tuple[ExtractedSplit, ExtractedSplit, dict]:
+    """Train and validation parts of one folder: a seeded `fraction` of its groups (episodes, clips) for validation
+    (at least one, never all), every group whole on one side. With `stratify` (classification) each class's groups
+    (a group's class: its rows' most common label) are drawn on their own, so every class with two groups or more
+    has one in validation; a class of one group stays in train. Returns both parts and what went where."""
+    names, group_of_row = np.unique(split.groups, return_inverse=True)
     if len(names) < 2:
         raise LaryError(f"{split.path} holds {len(names)} group(s); splitting into train and validation needs two or more")
-    shuffled = np.random.default_rng(seed).permutation(names)
-    count = min(len(names) - 1, max(1, round(fraction * len(names))))
-    held_out = np.isin(split.groups, shuffled[:count])
-    info = {"validation_groups": sorted(map(str, shuffled[:count])), "train_groups": len(names) - count,
-            "fraction": fraction, "seed": seed}
-    return split.subset(np.flatnonzero(~held_out)), split.subset(np.flatnonzero(held_out)), info
+    strata = [np.arange(len(names))]
+    if stratify:
+        votes = np.zeros((len(names), int(split.labels.max()) + 1), dtype=np.int64)
+        np.add.at(votes, (group_of_row, split.labels), 1)
+        group_class = votes.argmax(1)
+        strata = [np.flatnonzero(group_class == label) for label in np.unique(group_class)]
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for members in strata:
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held.extend(rng.permutation(members)[:count].tolist())
+    if not held:  # every class has a single group: draw from all of them
+        held = rng.permutation(len(names))[: min(len(names) - 1, max(1, round(fraction * len(names))))].tolist()
+    in_validation = np.zeros(len(names), dtype=bool)
+    in_validation[held] = True
+    rows = in_validation[group_of_row]
+    info = {"train_groups": [str(name) for name in names[~in_validation]],
+            "validation_groups": [str(name) for name in names[in_validation]],
+            "fraction": fraction, "seed": seed, "stratified_by": "label" if stratify else None}
+    return split.subset(np.flatnonzero(~rows)), split.subset(np.flatnonzero(rows)), info
 
 
 def one_hot_indices(*splits: ExtractedSplit) -> int:

@@ -15,6 +15,7 @@ from lary.errors import LaryError
 
 from .training import (
     Rows,
+    StepEstimate,
     predict,
     selection_record,
     split_for_selection,
@@ -124,6 +125,7 @@ class RegressionResult:
     best_epoch: int
     per_dimension_mse: list[float]
     per_robot_mse: dict[str, float]
+    mean_predictor_mse: float
     history: list[dict] = field(default_factory=list)
     normalization: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -143,6 +145,7 @@ def train_regression(
     accelerator: Accelerator,
     train_robot_types: list[str] | None = None,
     val_robot_types: list[str] | None = None,
+    on_estimate: StepEstimate | None = None,
 ) -> RegressionResult:
     """Train one MLPResNet on z-scored targets (padded to the largest dof when robot types differ, padding masked out
     of loss and metrics); report the validation MSE at the chosen epoch. Each step reads only its process's rows.
@@ -150,7 +153,8 @@ def train_regression(
     The epoch is the one with the lowest MSE on the validation rows (`config.selection` "validation", as LARYBench),
     or on `config.held_out_fraction` of the train rows, which it then does not train on ("held-out": the reported MSE
     was not tuned on). The normalization statistics come from all train rows either way, so both report in the same
-    units."""
+    units. `mean_predictor_mse` is the control: the train mean of every dof (per robot type), which is 0 once
+    z-scored, scored like the probe. `on_estimate`: see `train_epochs`."""
     normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
     stride = train_actions[0].shape[0]
     dof = max(action.shape[1] for action in train_actions + val_actions)
@@ -178,7 +182,7 @@ def train_regression(
     history, best = [], None
     epochs = train_epochs(
         model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
-        torch.Generator().manual_seed(config.seed), desc="regression probe",
+        torch.Generator().manual_seed(config.seed), desc="regression probe", on_estimate=on_estimate,
     )
     for epoch, (loss_sum, entries) in epochs:
         predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
@@ -203,6 +207,7 @@ def train_regression(
         best_epoch=best_epoch,
         per_dimension_mse=(squared.sum((0, 1)) / counts).tolist(),
         per_robot_mse={robot: masked_mse(predictions[rows], val_targets[rows], val_mask[rows]) for robot, rows in groups.items()},
+        mean_predictor_mse=masked_mse(torch.zeros_like(val_targets), val_targets, val_mask),
         history=history,
         normalization=normalizer.to_json(),
         config=asdict(config),

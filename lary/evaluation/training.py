@@ -4,6 +4,7 @@ ahead), schedules, evaluation, and the held-out slice that `--selection held-out
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -29,6 +30,10 @@ class Rows(Protocol):
 
 
 SELECTIONS = ("validation", "held-out")
+TIMED_STEPS = 3  # steps timed, after the first (which warms up), for the run's expected time
+
+# What a training loop reports once it has timed `TIMED_STEPS` steps: (seconds per step, steps of the whole run).
+StepEstimate = Callable[[float, int], None]
 
 
 class RowSubset:
@@ -111,6 +116,7 @@ def train_epochs(
     generator: torch.Generator,
     weights: torch.Tensor | None = None,
     desc: str = "probe",
+    on_estimate: StepEstimate | None = None,
 ) -> Iterator[tuple[int, list[float]]]:
     """The probes' training loop: yields `(epoch, statistics)` after each epoch, for the caller to evaluate.
 
@@ -118,8 +124,12 @@ def train_epochs(
     calls `batch_loss(outputs, rows, batch)` with this process's row numbers and the global batch; it returns the
     objective to back-propagate (scaled so that the gradient averaged over processes is the global batch's) and
     per-step statistics, which are summed over steps and processes. Batches smaller than the number of processes are
-    skipped, so that every process steps together.
+    skipped, so that every process steps together. `on_estimate` is called once, when steps 2 to `TIMED_STEPS + 1`
+    have been timed, with their mean time and the number of steps of all epochs (not when the run is shorter).
     """
+    total_steps = epochs * sum(1 for start in range(0, len(features), batch_size)
+                               if min(batch_size, len(features) - start) >= accelerator.num_processes)
+    step, timed_from = 0, 0.0
     for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not accelerator.is_main_process):
         sums: list[float] = []
         batches = epoch_batches(len(features), batch_size, generator, weights)
@@ -132,6 +142,11 @@ def train_epochs(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             sums = [total + value for total, value in zip(sums, stats)] if sums else list(stats)
+            step += 1
+            if step == 1:
+                timed_from = time.perf_counter()
+            elif step == TIMED_STEPS + 1 and on_estimate is not None and total_steps > step:
+                on_estimate((time.perf_counter() - timed_from) / TIMED_STEPS, total_steps)
         yield epoch, reduce_sum(sums, accelerator)
 
 
