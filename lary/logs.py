@@ -27,23 +27,28 @@ def setup(verbosity: int = 0) -> None:
     logger = logging.getLogger("lary")
     logger.handlers[:] = [handler]  # the CLI's own output; records still propagate (to pytest's caplog, say)
     logger.setLevel(level)
-    _transformers_progress_bars(shown=not progress_hidden())
+    _library_progress_bars(shown=not progress_hidden())
 
 
-_hid_transformers_bars = False  # whether `setup` turned transformers' bars off (and so may turn them on again)
+_hid_library_bars = False  # whether `setup` turned the Hugging Face libraries' bars off (and so may turn them on)
 
 
-def _transformers_progress_bars(shown: bool) -> None:
-    global _hid_transformers_bars
-    library = sys.modules.get("transformers.utils.logging")  # the CLI has imported it; nothing to do otherwise
-    if library is None:
-        return
-    if not shown and library.is_progress_bar_enabled():
-        library.disable_progress_bar()
-        _hid_transformers_bars = True
-    elif shown and _hid_transformers_bars:
-        library.enable_progress_bar()
-        _hid_transformers_bars = False
+def _library_progress_bars(shown: bool) -> None:
+    """huggingface_hub's switch, which transformers reads when it is imported, and transformers' own once it is."""
+    global _hid_library_bars
+    from huggingface_hub import utils as hub
+
+    transformers = sys.modules.get("transformers.utils.logging")
+    if not shown and not hub.are_progress_bars_disabled():
+        hub.disable_progress_bars()
+        if transformers is not None:
+            transformers.disable_progress_bar()
+        _hid_library_bars = True
+    elif shown and _hid_library_bars:
+        hub.enable_progress_bars()
+        if transformers is not None:
+            transformers.enable_progress_bar()
+        _hid_library_bars = False
 
 
 def progress_hidden() -> bool:
