@@ -14,6 +14,7 @@ straight to frame `start` of a long video and decode only what it needs.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,6 +121,29 @@ def _open(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+def _rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    return stream.average_rate or stream.guessed_rate
+
+
+def video_rate(path: str | Path) -> float:
+    """The video's frame rate from its stream's header (nothing is demuxed); 0.0 when it has none."""
+    with _open(path) as container:
+        rate = _rate(container.streams.video[0])
+        return float(rate) if rate else 0.0
+
+
+def stride_frames(seconds: float, fps: float, where: str) -> int:
+    """The frames in `seconds` at `fps` (k = round(seconds x fps), halves up): the stride of `--stride-seconds`.
+    Refused, naming `where` and its rate, when it is 0 frames or the rate is unknown."""
+    if not fps > 0:
+        raise LaryError(f"--stride-seconds {seconds:g}: {where} has no frame rate; give --stride in frames")
+    frames = math.floor(seconds * fps + 0.5)
+    if frames < 1:
+        raise LaryError(f"--stride-seconds {seconds:g} is {seconds * fps:.2f} frames of {where} at {fps:g} fps, which "
+                        f"rounds to 0: give at least {0.5 / fps:.3g} s")
+    return frames
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame count, size, rate and the timestamp of every frame, from the container's packets (nothing is decoded)."""
     with _open(path) as container:
@@ -128,7 +152,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             pts = [packet.pts for packet in container.demux(stream) if packet.size]
         except av.error.FFmpegError as error:
             raise MediaError(path, f"unreadable video ({error})") from None
-        rate = stream.average_rate or stream.guessed_rate
+        rate = _rate(stream)
         seekable = all(value is not None for value in pts)
         if seekable:
             time_base = stream.time_base

@@ -28,7 +28,11 @@ class ExtractConfig:
         "(an action row per frame); ids as `lary extract` writes them.", default=None, group="input",
     )
     limit: int | None = option("Only the first N samples (dataset rows, files, folders, episodes).", default=None, group="input")
-    stride: int = option("Latent actions of frames (t, t + stride).", default=1)
+    stride: int = option("Latent actions of frames (t, t + stride).", default=1, one_of="stride")
+    stride_seconds: float | None = option(
+        "Latent actions of frames (t, t + k), k = round(S x fps) frames of each video or LeRobot dataset (instead of "
+        "--stride; recorded per sample in manifest.json).", default=None, one_of="stride", metavar="S",
+    )
     out: Path = option("Output folder: Parquet shards, manifest.json, errors.jsonl.", short="-o")
     allow_missing_weights: bool = allow_missing_weights_option()
     dtype: Literal["float32", "bfloat16", "float16"] = option(
@@ -63,4 +67,9 @@ class ExtractConfig:
         require(self.camera is None and self.episodes is None or self.lerobot is not None, "--camera and --episodes go with --lerobot")
         require(self.labels is None or bool(self.videos or self.images), "--labels goes with --videos or --images")
         require(self.revision is None or bool(self.dataset or self.lerobot), "--revision goes with --dataset or --lerobot")
+        require(self.stride_seconds is None or self.stride == 1, "--stride-seconds and --stride exclude each other")
+        require(self.stride_seconds is None or self.stride_seconds > 0, f"--stride-seconds must be > 0; got {self.stride_seconds}")
+        require(self.stride_seconds is None or bool(self.videos or self.lerobot),
+                "--stride-seconds needs a frame rate: it goes with --videos or --lerobot (image folders and dataset rows "
+                "have none: give --stride in frames)")
         require(not self.compile or self.model is not None, "--compile goes with --model (LAPA-DINOv3)")

@@ -29,7 +29,7 @@ from lary import logs
 from lary.configs.extract import ExtractConfig
 from lary.configs.parser import run_identity
 from lary.errors import LaryError, MediaError, NoSpaceError
-from lary.extract import health, plan, rows, shards
+from lary.extract import health, plan, rows, shards, strides
 from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream, forking_workers, worker_signals
 from lary.extract.lock import OutputLock
@@ -98,21 +98,25 @@ def make_extractor(config: ExtractConfig, state: PartialState) -> tuple[Extracto
     return EncoderFeatureExtractor(model, name, config.batch_size), model
 
 
-def _plan_pairs(source: Source, stride: int, labels: Labels | None) -> tuple[list[int | None], list[Any]]:
+def _plan_pairs(source: Source, stride: int | list[int | None], labels: Labels | None) -> tuple[list[int | None], list[Any]]:
     """Pair counts and frame timestamps of every sample, from their containers (nothing is decoded); a sample that
-    cannot be read or is too short gets no count (it is tried, and reported, when its shard runs)."""
+    cannot be read or is too short gets no count (it is tried, and reported, when its shard runs). `stride`: one for
+    all samples, or each sample's (`--stride-seconds`; None for a sample whose rate could not be read)."""
     counts, frame_pts = [], []
     for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample",
                       disable=len(source) < 50 or logs.progress_hidden()):
+        sample_stride = stride if isinstance(stride, int) else stride[index]
         try:
-            length, pts = source.length(index)
+            length, pts = source.length(index) if sample_stride is not None else (0, None)
         except MediaError:
+            length, pts = 0, None
+        if length == 0:
             counts.append(None)
             frame_pts.append(None)
             continue
         if labels is not None:
-            labels.check_frames(source.sample_id(index), length, stride)
-        counts.append(length - stride if length > stride else None)
+            labels.check_frames(source.sample_id(index), length, sample_stride)
+        counts.append(length - sample_stride if length > sample_stride else None)
         frame_pts.append(pts)
     return counts, frame_pts
 
@@ -137,15 +141,18 @@ def auto_shard_size(total: int, readers: int, batch_size: int) -> int:
 def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int, labels: Labels | None) -> None:
     """The first run's plan (`plan.json`): the shard size (by default `auto_shard_size` over the `readers`, processes
     x decoding workers, so that every one gets an equal share), and for the pair layout the shards' segments."""
+    info: dict[str, Any] = {"layout": source.layout, "samples": len(source)}
     if source.layout == "row":
         counts, frame_pts = [], []
         total = len(source)
     else:
-        counts, frame_pts = _plan_pairs(source, config.stride, labels)
+        if config.stride_seconds is not None:  # each sample's k = round(S x fps), kept for resumed runs
+            info.update(strides.sample_strides(source, config.stride_seconds))
+        counts, frame_pts = _plan_pairs(source, info.get("stride_frames", config.stride), labels)
         total = sum(count or 1 for count in counts)
     shard_size = config.shard_size or auto_shard_size(total, readers, config.batch_size)
     units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
-    plan.save(outdir, units, {"layout": source.layout, "shard_size": shard_size, "samples": len(source)})
+    plan.save(outdir, units, {**info, "shard_size": shard_size})
 
 
 def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[list[plan.Segment]]:
@@ -195,7 +202,8 @@ def run_record(config: ExtractConfig, source: Source, model: Any) -> dict[str, A
         "inputs": _inputs(source, config),
         "model": {"kind": "model" if config.model else "encoder", "id": None if local and revision else name,
                   "revision": revision},
-        "options": {"layout": source.layout, "stride": config.stride, "dtype": config.dtype,
+        "options": {"layout": source.layout, "stride": config.stride, "stride_seconds": config.stride_seconds,
+                    "dtype": config.dtype,
                     "labels": _file_digest(config.labels) if config.labels else None},
     }
 
@@ -305,7 +313,7 @@ class LoopTime:
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
               labels: Labels | None, workers: int, state: PartialState) -> LoopTime:
     """Decode, compute and write this process's units."""
-    stream = UnitStream(source, units, extractor, config.batch_size, config.stride)
+    stream = UnitStream(source, units, extractor, config.batch_size, strides.planned(config.out, config.stride))
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, collate_fn=lambda item: item,
         pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
@@ -396,6 +404,8 @@ def extract(config: ExtractConfig) -> int:
         if state.is_main_process:
             shards.write_errors(outdir, totals["errors"])
             manifest = make_manifest(config, source, extractor, labels, record, totals)
+            if config.stride_seconds is not None:
+                manifest.update(strides.manifest_record(outdir, [source.sample_id(i) for i in range(len(source))]))
             if isinstance(extractor, LatentActionExtractor):  # codes to judge: the report covers every shard
                 manifest["label_health"] = health.folder_report(outdir, totals["shards"], model.config.codebook_size)
             shards.write_manifest(outdir, manifest)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -128,9 +128,15 @@ def _error(source: Source, segment: Segment, reason: str) -> dict[str, Any]:
 class UnitStream(IterableDataset):
     """This process's units as batches of prepared frames (see the module docstring)."""
 
-    def __init__(self, source: Source, units: list[WorkUnit], preparer: Preparer, batch_size: int, stride: int):
+    def __init__(self, source: Source, units: list[WorkUnit], preparer: Preparer, batch_size: int,
+                 stride: int | Sequence[int | None]):
+        """`stride`: one for every sample, or each sample's (`--stride-seconds`; None where its rate was unreadable
+        when the run was planned)."""
         self.source, self.units, self.preparer = source, units, preparer
         self.batch_size, self.stride = batch_size, stride
+
+    def _stride(self, sample: int) -> int | None:
+        return self.stride if isinstance(self.stride, int) else self.stride[sample]
 
     def __iter__(self) -> Iterator[Batch | UnitEnd]:
         worker = get_worker_info()
@@ -183,7 +189,11 @@ class UnitStream(IterableDataset):
     def _pair_pieces(self, segment: Segment, offset: int, errors: list[dict[str, Any]]) -> Iterator[tuple[int, Piece]]:
         """Windows over the segment's frames `first .. first + count - 1 + stride`, cut at the grid's lines (the
         segment's first pair is row `offset` of its unit), each with its grid cell."""
-        stride, cell = self.stride, offset // self.batch_size
+        stride, cell = self._stride(segment.sample), offset // self.batch_size
+        if stride is None:
+            errors.append(_error(self.source, segment, "unreadable when the run was planned, so its frame rate (and "
+                                                       "stride) is unknown: extract it into another folder"))
+            return
         window = self.batch_size - offset % self.batch_size + stride  # frames up to the next line
         stop = None if segment.count is None else segment.first + segment.count + stride
         carried: list[tuple[int, float, torch.Tensor]] = []  # the last `stride` frames of the previous window
@@ -198,12 +208,12 @@ class UnitStream(IterableDataset):
                 fresh.append((frame.index, frame.time, frame.rgb))
                 seen += 1
                 if len(carried) + len(fresh) == window:
-                    piece, carried = self._piece(segment.sample, carried, fresh)
+                    piece, carried = self._piece(segment.sample, carried, fresh, stride)
                     fresh = []
                     yield cell, piece
                     cell, window = cell + 1, self.batch_size + stride
             if len(carried) + len(fresh) > stride:
-                yield cell, self._piece(segment.sample, carried, fresh)[0]
+                yield cell, self._piece(segment.sample, carried, fresh, stride)[0]
         except LaryError as error:  # MediaError included: the pairs not yet computed fail
             done = max(0, seen - len(fresh) - stride)
             errors.append(_error(self.source, self._rest(segment, done), str(error)))
@@ -222,7 +232,7 @@ class UnitStream(IterableDataset):
         count = None if segment.count is None else segment.count - done
         return Segment(segment.sample, segment.first + done, count, segment.seek_frame, segment.seek_pts)
 
-    def _piece(self, sample: int, carried: list, fresh: list) -> tuple[Piece, list]:
+    def _piece(self, sample: int, carried: list, fresh: list, stride: int) -> tuple[Piece, list]:
         """A piece from the carried (prepared) frames and the fresh (decoded) ones; returns it and the frames the next
         window carries."""
         prepared = self.preparer.prepare([rgb for _, _, rgb in fresh])
@@ -233,6 +243,6 @@ class UnitStream(IterableDataset):
             np.asarray([time for _, time, _ in frames], dtype=np.float64),
             _stack([pixels for _, _, pixels in frames]),
             not self.preparer.resize_on_device,
-            self.stride,
+            stride,
         )
-        return piece, frames[len(frames) - self.stride :]
+        return piece, frames[len(frames) - stride :]

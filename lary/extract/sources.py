@@ -29,7 +29,7 @@ from PIL import Image
 from lary.data.loading import load_lary_split
 from lary.errors import LaryError, MediaError, path_text
 from lary.extract.plan import Segment
-from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image
+from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image, video_rate
 
 DECODING_THREADS = 1  # FFmpeg's threads per worker: none besides the worker's own
 
@@ -228,6 +228,10 @@ class VideoSource(FileSource):
     def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
         return decode_video(self.paths[segment.sample], segment.seek_frame, stop, segment.seek_pts, DECODING_THREADS)
 
+    def fps(self, index: int) -> float:
+        """The video's frame rate (0.0 when its header has none)."""
+        return video_rate(self.paths[index])
+
 
 class ImageFolderSource(FileSource):
     """Folders of image files, one sample each: the files in natural order (`frame_2` before `frame_10`). All
@@ -321,6 +325,10 @@ class LeRobotSource:
     def length(self, index: int) -> tuple[int, None]:
         episode, _, _ = self._read(index)
         return episode.length, None
+
+    def fps(self, index: int) -> float:
+        """The dataset's frame rate (info.json's `fps`), that of every episode."""
+        return float(self.dataset.fps)
 
     def frames(self, segment: Segment, stop: int | None) -> Iterator[VideoFrame]:
         """The episode's frames `first .. stop - 1`, numbered by their rows, decoded from the file by seeking."""

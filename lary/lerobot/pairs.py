@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lary.errors import LaryError
+from lary.frames import stride_frames
 
 from .dataset import Episode
 
@@ -36,8 +37,16 @@ class FramePairs:
         return len(self.positions)
 
 
-def frame_pairs(episode: Episode, stride: int) -> FramePairs:
-    """The episode's pairs `(t, t + stride)` and their targets; none for an episode of `stride` frames or fewer."""
+def frame_pairs(episode: Episode, stride: int | None = None, *, stride_seconds: float | None = None,
+                fps: float | None = None) -> FramePairs:
+    """The episode's pairs `(t, t + stride)` and their targets; none for an episode of `stride` frames or fewer.
+
+    Instead of `stride`, `stride_seconds` S with the dataset's `fps` (`LeRobotFolder.fps`): k = round(S x fps) frames,
+    refused when that is 0 (`lary.frames.stride_frames`)."""
+    if (stride is None) == (stride_seconds is None):
+        raise LaryError("give a stride in frames or stride_seconds (with fps), one of them")
+    if stride_seconds is not None:
+        stride = stride_frames(stride_seconds, fps or 0.0, f"episode {episode.episode_index}")
     if stride < 1:
         raise LaryError(f"stride must be at least 1; got {stride}")
     columns = episode.columns

@@ -1,0 +1,49 @@
+"""`lary extract --stride-seconds S`: each sample's pairs `(t, t + k)` with k = round(S x fps) frames of its own rate
+(a video's, from its header) or its dataset's (LeRobot's info.json), fixed in `plan.json` by the first run (a resumed
+run keeps them) and recorded in `manifest.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lary.errors import MediaError
+from lary.extract import plan
+from lary.extract.sources import LeRobotSource, VideoSource
+from lary.frames import stride_frames
+
+
+def sample_strides(source: VideoSource | LeRobotSource, seconds: float) -> dict[str, list]:
+    """Each sample's `stride_frames` and `fps`; None for a video whose header cannot be read (it fails, and is
+    reported, when its shard runs). An S that is 0 frames of some sample is refused, naming it and its rate."""
+    strides: list[int | None] = []
+    rates: list[float | None] = []
+    for index in range(len(source)):
+        where = str(source.paths[index]) if isinstance(source, VideoSource) else f"the LeRobot dataset {source.root}"
+        try:
+            fps = source.fps(index)
+        except MediaError:
+            strides.append(None)
+            rates.append(None)
+            continue
+        strides.append(stride_frames(seconds, fps, where))
+        rates.append(fps)
+    return {"stride_seconds": seconds, "stride_frames": strides, "fps": rates}
+
+
+def planned(outdir: Path, stride: int) -> int | list[int | None]:
+    """The stride of every sample as planned: `stride` for all, or each sample's with `--stride-seconds`."""
+    return plan.load(outdir)[1].get("stride_frames", stride)
+
+
+def manifest_record(outdir: Path, ids: list[str]) -> dict[str, Any]:
+    """`manifest.json`'s record of a `--stride-seconds` run: `stride_seconds`, `stride` (the frames when every sample
+    has the same, else None), and by sample id its `fps` and `stride_frames`."""
+    info = plan.load(outdir)[1]
+    frames = [k for k in info["stride_frames"] if k is not None]
+    return {
+        "stride_seconds": info["stride_seconds"],
+        "stride": frames[0] if frames and len(set(frames)) == 1 else None,
+        "fps": dict(zip(ids, info["fps"])),
+        "stride_frames": dict(zip(ids, info["stride_frames"])),
+    }
