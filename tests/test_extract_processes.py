@@ -150,9 +150,9 @@ def test_two_machines_equal_one_process_and_resume_after_a_kill(tmp_path):
     for process in killed:  # the launchers' process groups go down; their ranks (sessions of their own) end with them
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    assert wait_for(lambda: not any(alive(rank) for rank in ranks), 15), "a rank outlived its launcher"
     finished = {path.name: path.stat().st_mtime_ns for path in out.glob("shard-*.parquet")}
     assert 2 <= len(finished) < 14, "the kill should land mid-run"
+    assert wait_for(lambda: not any(alive(rank) for rank in ranks), 15), "a rank outlived its launcher"
 
     for process in launch_on_two_machines([*args, "--out", str(out)], free_port()):
         _, stderr = process.communicate(timeout=300)
