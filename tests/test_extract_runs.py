@@ -23,6 +23,7 @@ from transformers import AutoModel
 from lary import cli
 from lary.extract.command import LoopTime, auto_shard_size
 from lary.extract.loader import Batch, UnitStream
+from lary.extract.lock import OutputLock
 from lary.extract.models import LatentActionExtractor
 from lary.extract.plan import WorkUnit, pair_units
 from lary.extract.sources import VideoSource
@@ -111,6 +112,12 @@ def test_an_output_folder_that_cannot_be_made_is_refused_on_one_line(tmp_path, i
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match=r"--out .*/a_file: cannot create the folder \(File exists\)"):
         extract(*args(model, videos, tmp_path / "a_file"))
+
+
+def test_a_lock_that_cannot_be_written_is_refused_on_one_line(tmp_path):
+    (tmp_path / ".lock").mkdir()  # (as root, a folder without write permission is writable: this stands for it)
+    with pytest.raises(ValueError, match=rf"--out {re.escape(str(tmp_path))}: cannot write there \(Is a directory\)"):
+        OutputLock(tmp_path).acquire()
 
 
 def test_damaged_shards_are_redone_and_named(tmp_path, inputs, caplog):

@@ -33,7 +33,12 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Lock the folder, or raise a `LaryError` naming the live run that holds it."""
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise
+            raise LaryError(f"--out {self.path.parent}: cannot write there ({error.strerror})") from None
         try:
             fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
