@@ -33,8 +33,8 @@ def _dtype_name(dtype: str | torch.dtype | None) -> str:
     if dtype is None:
         return "float32"
     name = str(dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise LaryError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    if name not in DTYPES and name != "auto":
+        raise LaryError(f"dtype={dtype!r} is not one of {sorted(DTYPES) + ['auto']}")
     return name
 
 
@@ -71,7 +71,7 @@ class LatentActionLabeler:
     ) -> LatentActionLabeler:
         """Load a LAPA-DINOv3 model folder or Hub id as `lary extract --model` does (weights that do not fit its
         config are refused unless `allow_missing_weights`). `device`: default CUDA when there is one, else the CPU;
-        `dtype`: float32 (default), "bfloat16" / `torch.bfloat16` or float16."""
+        `dtype`: float32 (default), "bfloat16" / `torch.bfloat16`, float16, or "auto" (as `lary extract --dtype auto`)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = load_model(str(name_or_path), _dtype_name(dtype), None, device, allow_missing_weights=allow_missing_weights)
         return cls(model, name_or_path, batch_size)

@@ -210,3 +210,40 @@ def test_float32_on_a_gpu_is_computed_without_tf32_and_the_settings_come_back():
     for device, dtype in (("cuda", torch.bfloat16), ("cpu", torch.float32)):
         with exact_float32(torch.device(device), dtype):
             assert settings() == before
+
+
+def test_dtype_auto_takes_bfloat16_where_the_cpu_has_it_and_runs_record_the_choice(tmp_path, tiny_model, lary_folder,
+                                                                                 monkeypatch):
+    """`--dtype auto` is bfloat16 on a CPU with native bfloat16 and float32 elsewhere; run.json records the choice, so a
+    resume on a machine that would choose otherwise is refused rather than mixing dtypes in one output."""
+    from lary.extract import models
+
+    monkeypatch.setattr(models, "native_bfloat16", lambda: False)
+    assert models.resolve_dtype("auto", torch.device("cpu")) == "float32"
+    assert models.resolve_dtype("float16", torch.device("cpu")) == "float16"
+    monkeypatch.setattr(models, "native_bfloat16", lambda: True)
+    assert models.resolve_dtype("auto", torch.device("cpu")) == "bfloat16"
+
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_model), "--dataset", str(lary_folder), "--dataset-config", "libero", "--limit", "2",
+            "--out", str(out)]
+    assert extract(*args, "--dtype", "auto") == 0
+    assert json.loads((out / "run.json").read_text())["options"]["dtype"] == "bfloat16"
+    assert extract(*args, "--dtype", "bfloat16") == 0  # the same run: nothing left to do
+    monkeypatch.setattr(models, "native_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match="options.dtype"):
+        extract(*args, "--dtype", "auto")
+
+
+def test_native_bfloat16_reads_the_cpu_flags(tmp_path, monkeypatch):
+    from lary.extract import models
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(models, "Path", lambda path: cpuinfo if path == "/proc/cpuinfo" else Path(path))
+    for flags, native in (("fpu avx512f avx512_bf16", True), ("fpu amx_bf16", True), ("fpu avx2 avx512f", False)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert models.native_bfloat16() is native
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # Arm
+    assert models.native_bfloat16() is True
+    cpuinfo.unlink()
+    assert models.native_bfloat16() is False

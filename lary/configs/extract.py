@@ -35,8 +35,9 @@ class ExtractConfig:
     )
     out: Path = option("Output folder: Parquet shards, manifest.json, errors.jsonl.", short="-o")
     allow_missing_weights: bool = allow_missing_weights_option()
-    dtype: Literal["float32", "bfloat16", "float16"] = option(
-        "Model weights dtype (float32 on a GPU computes without TF32, as on the CPU).", default="float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option(
+        "Model weights dtype (float32 on a GPU computes without TF32, as on the CPU; auto: bfloat16 on a GPU that has "
+        "it or a CPU with native bfloat16, AVX512-BF16/AMX/Arm BF16, else float32; see docs/extract.md).", default="float32"
     )
     batch_size: int = option("Frame pairs per forward pass.", default=32, same_run=False, group="performance")
     shard_size: int | None = option(

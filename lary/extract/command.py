@@ -41,6 +41,7 @@ from lary.extract.models import (
     exact_float32,
     load_model,
     model_revision,
+    resolve_dtype,
 )
 from lary.extract.sources import (
     DatasetSource,
@@ -369,6 +370,7 @@ def extract(config: ExtractConfig) -> int:
         raise LaryError("--device-map auto spreads one model over all GPUs: run it as a single process")
     workers, threads = resources(config, state)
     torch.set_num_threads(threads)
+    config.dtype = resolve_dtype(config.dtype, state.device)  # a run records, and resumes with, what "auto" chose
     outdir = config.out
     logger.debug("%d process(es), %d torch thread(s) and %d decoding worker(s) each", state.num_processes, threads, workers)
 
