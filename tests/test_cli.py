@@ -46,7 +46,8 @@ def test_help_and_argument_errors_import_nothing_heavy():
 
 
 def test_a_folder_that_does_not_exist_is_named_as_such(tmp_path):
-    result = _lary("extract", "--model", "/no/such/dir", "--videos", "x.mp4", "--out", str(tmp_path / "o"))
+    (tmp_path / "x.mp4").touch()  # an input that exists: the model is what is wrong
+    result = _lary("extract", "--model", "/no/such/dir", "--videos", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.strip() == "lary extract: error: --model /no/such/dir: no such folder"
     assert not (tmp_path / "o").exists()  # nothing written before the model and the input have loaded
 
