@@ -1,13 +1,9 @@
-"""transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on LAPA-DINOv3, when asked for.
+"""transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on LAPA-DINOv3.
 
-The installed transformers has no tests; its source distribution has the two common files. To run them (about a
-minute; not part of the default suite):
-
-    pip install parameterized
-    pip download "transformers==$(python -c 'import transformers; print(transformers.__version__)')" \\
-        --no-binary :all: --no-deps --no-build-isolation -d /tmp/transformers-sdist
-    tar xzf /tmp/transformers-sdist/transformers-*.tar.gz -C /tmp/transformers-sdist
-    TRANSFORMERS_TESTS=$(echo /tmp/transformers-sdist/transformers-*/tests) python -m pytest tests/test_model_transformers_common.py
+The installed transformers has no tests; its source distribution (sdist) has the two common files. This module takes
+them from `TRANSFORMERS_TESTS` (the sdist's `tests/` folder), or else downloads the sdist of the installed version
+from the package index once (`pip download --no-binary`, a few seconds, into `$LARY_CACHE`), and skips with the reason
+when it cannot (in CI, where the index is reachable, it fails instead). About 15 s.
 
 The common files import modules the distribution does not ship (the export and generation mixins, the config
 test's common keyword arguments); they are stood in for by empty ones here, which drops nothing these tests use for a
@@ -20,7 +16,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import unittest
 from pathlib import Path
@@ -34,11 +32,36 @@ STAND_INS = {
     "utils/test_configuration_utils.py": "config_common_kwargs = {}\n",
 }
 
-source = os.environ.get("TRANSFORMERS_TESTS")
-if not source:
-    pytest.skip("TRANSFORMERS_TESTS is not set: transformers' common tests run on request (see the docstring)",
-                allow_module_level=True)
-pytest.importorskip("parameterized", reason="transformers' common tests need `parameterized`")
+pytest.importorskip("parameterized", reason="transformers' common tests need `parameterized` (the test extra)")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        raise RuntimeError(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def _downloaded_tests() -> Path:
+    """The `tests/` folder of the installed transformers' sdist, downloaded and unpacked once into `$LARY_CACHE`."""
+    import transformers
+
+    version = transformers.__version__
+    folder = Path(os.environ.get("LARY_CACHE", Path.home() / ".cache" / "lary")) / f"transformers-sdist-{version}"
+    tests = folder / f"transformers-{version}" / "tests"
+    if not tests.is_dir():
+        result = subprocess.run([sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary",
+                                 ":all:", "--no-deps", "--no-build-isolation", "-q", "-d", str(folder)],
+                                capture_output=True, text=True, timeout=300)
+        archives = sorted(folder.glob(f"transformers-{version}.tar.gz"))
+        if result.returncode != 0 or not archives:
+            _unavailable(f"transformers {version}'s sdist could not be downloaded: {result.stderr.strip()[-300:]}")
+        with tarfile.open(archives[0]) as archive:
+            members = [m for m in archive.getmembers() if m.name.startswith(f"transformers-{version}/tests/")]
+            archive.extractall(folder, members=members, filter="data")
+    return tests
+
+
+source = os.environ.get("TRANSFORMERS_TESTS") or str(_downloaded_tests())
 
 
 def _common_tests_package(source: Path) -> str:
