@@ -57,6 +57,10 @@ def test_embedded_model_on_its_synthetic_clips_is_healthy(tmp_path, clips):
     assert report["warnings"] == []
     assert all(position["codes_used"] >= 4 for position in report["positions"])
     assert report["sequences"]["top_share"] < 0.1
+    # a resumed run (one shard lost, redone) reports on every shard, as the first run did
+    (tmp_path / "out" / "shard-00001-of-00003.parquet").unlink()
+    (tmp_path / "out" / "shard-00001-of-00003.json").unlink()
+    assert _extract(tmp_path / "out", "--model", str(EMBEDDED_MODEL), "--videos", *clips, "--shard-size", "21") == report
 
 
 def test_aloha_report_names_the_stuck_position_only(tmp_path):
