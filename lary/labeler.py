@@ -2,6 +2,7 @@
 
     labeler = LatentActionLabeler.from_pretrained("AGI-Eval/LAPA-DINOv3", dtype="bfloat16")
     labels = labeler.label_pairs(first_frames, second_frames)          # {"action_indices": (N, n) int64, ...}
+    clip = labeler.label_video("clip.mp4", stride_seconds=0.6)         # pairs (t, t + round(0.6 x fps))
     dataset = dataset.map(labeler.datasets_map(first="frame", second="next_frame"), batched=True, batch_size=64)
     loader = DataLoader(lerobot_dataset, batch_size=32, collate_fn=labeler.collate("observation.images.top"))
 
@@ -21,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lary.errors import LaryError
+from lary.errors import LaryError, MediaError
 from lary.extract.loader import Piece
 from lary.extract.models import DTYPES, LATENT_ACTION_COLUMNS, LatentActionExtractor, exact_float32, load_model
-from lary.frames import read_image
+from lary.frames import decode_video, probe_video, read_image, stride_frames
 
 FILE_LIKE = (str, Path, bytes, dict)  # read as image files (a 🤗 `datasets` Image value is a dict)
 
@@ -97,6 +98,41 @@ class LatentActionLabeler:
         parts = [self._label(first[a : a + self.batch_size], second[a : a + self.batch_size])
                  for a in range(0, len(first), self.batch_size)]
         return {name: np.concatenate([part[name] for part in parts]) for name in LATENT_ACTION_COLUMNS}
+
+    def label_video(
+        self, path: str | Path, stride: int | None = None, stride_seconds: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every pair `(t, t + k)` of a video file, decoded as `lary extract --videos` decodes it, a batch of pairs at a
+        time (memory holds a batch and k frames): k = `stride` frames (default 1), or `stride_seconds` S at the video's
+        own rate, k = round(S x fps) (`lary extract --stride-seconds`). The arrays of `label_pairs`, with each pair's
+        `frame_index` and `next_frame_index` (N,) int64."""
+        if stride is not None and stride_seconds is not None:
+            raise LaryError("give stride (frames) or stride_seconds, not both")
+        if stride_seconds is not None:
+            stride = stride_frames(stride_seconds, probe_video(path).fps, str(path))
+        stride = 1 if stride is None else stride
+        if stride < 1:
+            raise LaryError(f"stride={stride}: it must be a positive number of frames")
+        frames: dict[int, torch.Tensor] = {}
+        parts, first_indices = [], []
+        decoded = decode_video(path)
+        for frame in decoded:
+            frames[frame.index] = torch.from_numpy(frame.rgb)
+            starts = [t for t in frames if t + stride in frames]
+            if len(starts) == self.batch_size:  # the batch's first frames, with the frames after them still needed
+                parts.append(self._label([frames[t] for t in starts], [frames[t + stride] for t in starts]))
+                first_indices += starts
+                frames = {t: pixels for t, pixels in frames.items() if t > starts[-1]}
+        starts = [t for t in frames if t + stride in frames]
+        if starts:
+            parts.append(self._label([frames[t] for t in starts], [frames[t + stride] for t in starts]))
+            first_indices += starts
+        if not parts:
+            raise MediaError(path, f"has fewer than {stride + 1} frames: no pair (t, t + {stride})")
+        labels = {name: np.concatenate([part[name] for part in parts]) for name in LATENT_ACTION_COLUMNS}
+        labels["frame_index"] = np.asarray(first_indices, dtype=np.int64)
+        labels["next_frame_index"] = labels["frame_index"] + stride
+        return labels
 
     def label_batch(self, batch: dict[str, Any], first: str, second: str | None = None) -> dict[str, np.ndarray]:
         """`label_pairs` of a batch's columns `first` and `second`; with `second=None`, `first` holds both frames on a

@@ -57,6 +57,18 @@ def test_the_codes_of_lary_extract_for_the_same_frame_pairs(tmp_path, labeler, a
             assert labels[name].dtype == np.float32
             np.testing.assert_allclose(labels[name], expected[name], atol=1e-5)
 
+    # a video file, a batch of 7 pairs at a time, in frames or in seconds (ep_00 is 25 fps: 0.2 s is 5 frames)
+    video = shared_path("robot", "aloha", "ep_00.mp4")
+    for labels in (labeler.label_video(video, stride=STRIDE), labeler.label_video(video, stride_seconds=0.2)):
+        np.testing.assert_array_equal(labels["frame_index"], np.arange(50 - STRIDE))
+        np.testing.assert_array_equal(labels["next_frame_index"], np.arange(STRIDE, 50))
+        np.testing.assert_array_equal(labels["action_indices"], expected["action_indices"])
+        np.testing.assert_allclose(labels["latent_actions"], expected["latent_actions"], atol=1e-5)
+    with pytest.raises(LaryError, match=r"0.01 is 0.25 frames of .*ep_00.mp4 at 25 fps"):
+        labeler.label_video(video, stride_seconds=0.01)
+    with pytest.raises(LaryError, match="fewer than 51 frames"):
+        labeler.label_video(video, stride=50)
+
 
 def test_dataset_map_adds_the_columns(labeler, aloha_frames):
     pairs = [(int(t), int(t) + STRIDE) for t in range(0, 40, 4)]
