@@ -104,6 +104,16 @@ def test_cli_prepare_subset_skips_absent_configs(tmp_path, capsys):
     assert unseen[0]["task_id"] == csv_rows(metadata_dir, "agibotbeta", "unseen")[0]["task_id"]
 
 
+def test_quiet_prepare_shows_no_progress_bar(tmp_path, capsys):
+    """-q: warnings only, no bar (every command's bars follow `lary.logs.progress_hidden`)."""
+    data_dir, metadata_dir = make_lary_tree(tmp_path, None, {"agibotbeta": 3})
+    common = ["prepare", "--data-dir", str(data_dir), "--metadata-dir", str(metadata_dir), "--configs", "agibotbeta"]
+    assert cli_main([*common, "--out", str(tmp_path / "shown")]) == 0
+    assert "prepare " in capsys.readouterr().err
+    assert cli_main([*common, "--out", str(tmp_path / "quiet"), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_robocoin_per_robot_stats(tmp_path):
     data_dir, metadata_dir = make_lary_tree(tmp_path, None, {"robocoin": 6})
     prepare(data_dir, metadata_dir, tmp_path / "out")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from lary.configs.data import DEFAULT_MAX_SHARD_SIZE, PrepareConfig
 from lary.errors import LaryError
+from lary.logs import progress_hidden
 from lary.parquet_shards import ParquetShard
 
 from .card import write_card
@@ -167,7 +168,7 @@ def _write_shards(
     `max_shard_size` bytes); returns (shards, rows, skipped rows)."""
     shards = [ParquetShard(staging / "shard-00000.parquet", features.arrow_schema, WRITER_BATCH_SIZE)]
     shard_bytes, rows, skipped, pending = 0, 0, [], []
-    for result in tqdm(results, total=total, desc=f"prepare {where}", unit="row"):
+    for result in tqdm(results, total=total, desc=f"prepare {where}", unit="row", disable=progress_hidden()):
         if result[0] == "bad":
             skipped.append({"id": result[1], "path": result[2], "reason": result[3]})
             continue

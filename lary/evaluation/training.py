@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from lary.errors import LaryError
+from lary.logs import progress_hidden
 
 Batch = TypeVar("Batch")
 
@@ -130,7 +131,7 @@ def train_epochs(
     total_steps = epochs * sum(1 for start in range(0, len(features), batch_size)
                                if min(batch_size, len(features) - start) >= accelerator.num_processes)
     step, timed_from = 0, 0.0
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not accelerator.is_main_process):
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not accelerator.is_main_process or progress_hidden()):
         sums: list[float] = []
         batches = epoch_batches(len(features), batch_size, generator, weights)
         batches = (batch for batch in batches if len(batch) >= accelerator.num_processes)

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lary.errors import LaryError
+from lary.logs import progress_hidden
 from lary.paths import inside
 
 from .dataset import LeRobotFolder
@@ -390,7 +391,7 @@ def export_latent_actions(
     try:
         _copy_tree(root, files, incomplete, rewritten, copy_videos)
         stats: dict[int, dict[str, dict]] = {}
-        with tqdm(total=len(lengths), desc="export episodes", unit="episode") as progress:
+        with tqdm(total=len(lengths), desc="export episodes", unit="episode", disable=progress_hidden()) as progress:
             for file in data_files:
                 target = _copy_file(incomplete, file.relative_to(root))
                 stats |= _write_data_file(file, target, lengths, latents, version, progress)

@@ -21,6 +21,7 @@ from lary import LapaDinov3Processor
 from lary.data.loading import load_lary_split
 from lary.errors import LaryError
 from lary.frames import VIDEO_SUFFIXES, decode_video, image_files, read_image
+from lary.logs import progress_hidden
 from lary.synthetic import make_clips
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -72,7 +73,7 @@ def _saved_dataset(path: Path, processor: LapaDinov3Processor) -> list[torch.Ten
     for split in splits:
         if "frames" not in split.column_names:
             raise LaryError(f"{path}: a training dataset needs a `frames` column (a list of images per clip)")
-        rows = tqdm(split, desc=f"load {path.name}", unit="clip")
+        rows = tqdm(split, desc=f"load {path.name}", unit="clip", disable=progress_hidden())
         clips += [_resize((read_image(image) for image in row["frames"]), processor) for row in rows]
     return clips
 
@@ -86,10 +87,10 @@ def _dataset_config(spec: str, processor: LapaDinov3Processor) -> list[torch.Ten
     path, config, split = parts[0], parts[1], parts[2] if len(parts) == 3 else "train"
     dataset = load_lary_split(path, config, split)
     if set(PAIR_COLUMNS) <= set(dataset.column_names):
-        rows = tqdm(dataset.select_columns(PAIR_COLUMNS), desc=f"load {config}/{split}", unit="pair")
+        rows = tqdm(dataset.select_columns(PAIR_COLUMNS), desc=f"load {config}/{split}", unit="pair", disable=progress_hidden())
         return [_resize((read_image(row[name]) for name in PAIR_COLUMNS), processor) for row in rows]
     if "frames" in dataset.column_names:
-        rows = tqdm(dataset.select_columns(["frames"]), desc=f"load {config}/{split}", unit="clip")
+        rows = tqdm(dataset.select_columns(["frames"]), desc=f"load {config}/{split}", unit="clip", disable=progress_hidden())
         return [_resize((read_image(image) for image in row["frames"]), processor) for row in rows]
     raise LaryError(
         f"--data {spec}: config {config!r}, split {split!r} has neither a `frames` column (clips) nor "

@@ -12,6 +12,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from lary import LapaDinov3Model, LapaDinov3Processor
+from lary.logs import progress_hidden
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def compute_features(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     mine = range(rank, len(clips), world)
     show = accelerator is None or accelerator.is_local_main_process
-    parts = [(index, _clip_features(model, processor, clips[index], batch_size)) for index in tqdm(mine, desc="cache features", disable=not show)]
+    parts = [(index, _clip_features(model, processor, clips[index], batch_size)) for index in tqdm(mine, desc="cache features", disable=not show or progress_hidden())]
     if world > 1:
         parts = gather_object(parts)
     by_index = dict(parts)

@@ -25,6 +25,7 @@ from lary.configs.train import TrainConfig
 from lary.errors import LaryError
 from lary.hub import build_config, export, load_pretrained
 from lary.jsonfile import read_json_object
+from lary.logs import progress_hidden
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
 from lary.training.report import plot_curves, write_model_card
@@ -163,7 +164,7 @@ def train(args: TrainConfig) -> Path:
     model.train()
     global_batch = args.batch_size * accelerator.num_processes
     codebook_size = unwrapped.config.codebook_size
-    progress = tqdm(total=args.steps, initial=start, disable=not accelerator.is_local_main_process, desc="train")
+    progress = tqdm(total=args.steps, initial=start, disable=not accelerator.is_local_main_process or progress_hidden(), desc="train")
     for step, batch in enumerate(loader, start=start + 1):
         output = model(**{key: value.to(accelerator.device) for key, value in batch.items()})
         accelerator.backward(output.loss)
