@@ -59,6 +59,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "discarding_threshold": (0, 1),
     "initializer_range": (0, 1e3),
 }
+# Each size in range can still multiply into a model no machine holds (a 65536-wide backbone of 256 layers): the
+# estimated parameter count is bounded too, 20 billion (80 GB in float32; the released model has 0.47 billion).
+MAX_PARAMETERS = 2 * 10**10
 BACKBONE_RANGES: dict[str, tuple[int, int]] = {
     "hidden_size": (1, 65536),
     "intermediate_size": (1, 262144),
@@ -165,6 +168,15 @@ class LapaDinov3Config(PreTrainedConfig):
                 f"backbone_config.hidden_size={backbone.hidden_size} is not a multiple of "
                 f"backbone_config.num_attention_heads={backbone.num_attention_heads}"
             )
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise ValueError(
+                f"these sizes make about {self.parameter_estimate():.2e} parameters, more than {MAX_PARAMETERS:.0e} "
+                f"({4 * self.parameter_estimate() / 2**30:,.0f} GiB in float32): backbone_config.hidden_size="
+                f"{backbone.hidden_size}, intermediate_size={backbone.intermediate_size}, num_hidden_layers="
+                f"{backbone.num_hidden_layers}; heads={self.heads} x dim_head={self.dim_head}, ff_mult={self.ff_mult}, "
+                f"spatial/temporal/decoder_depth={self.spatial_depth}/{self.temporal_depth}/{self.decoder_depth}, "
+                f"codebook_size={self.codebook_size} x quant_dim={self.quant_dim}"
+            )
         if self.code_seq_len not in DOWNSAMPLE_STACKS:
             raise ValueError(
                 f"code_seq_len={self.code_seq_len} is not supported; choose one of {sorted(DOWNSAMPLE_STACKS)}"
@@ -175,6 +187,18 @@ class LapaDinov3Config(PreTrainedConfig):
                 f"code_seq_len={self.code_seq_len} does not fit a {self.patch_grid[0]}x{self.patch_grid[1]} patch "
                 f"grid: its conv stack makes {codes[0]}x{codes[1]} codes"
             )
+
+    def parameter_estimate(self) -> int:
+        """The model's weights, counted from its sizes (within 1% for the released shape): the backbone's layers, the
+        latent action transformers' attention and gated feed-forward layers (the decoder's with cross-attention), and
+        the codebook."""
+        backbone = self.backbone_config
+        width, attention_width = backbone.hidden_size, self.heads * self.dim_head
+        backbone_layers = backbone.num_hidden_layers * (4 * width * width + 2 * width * backbone.intermediate_size)
+        attention = 4 * width * attention_width
+        layer = attention + 3 * width * int(self.ff_mult * (2 / 3) * width)
+        layers = (self.spatial_depth + self.temporal_depth) * layer + self.decoder_depth * (layer + attention)
+        return backbone_layers + layers + self.codebook_size * self.quant_dim
 
     @property
     def hidden_size(self) -> int:

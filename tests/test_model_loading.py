@@ -154,3 +154,18 @@ def test_train_names_a_model_config_value_out_of_range(tmp_path):
     with pytest.raises(LaryError, match=rf"^{backbone}, {model_config}: spatial_depth=-1 is out of range: it must be in \[1, 256\]$"):
         cli.main(["train", "--backbone", str(backbone), "--model-config", str(model_config), "--data", "synthetic:2",
                   "--cpu", "--out", str(tmp_path / "trained")])
+
+
+def test_sizes_that_multiply_into_an_impossible_model_are_refused_when_the_config_is_built():
+    """Every size within its range, yet 10^13 parameters: refused by the estimate, before anything is allocated; the
+    estimate is the released model's real count within 1%."""
+    from lary_hub.configuration_lapa_dinov3 import MAX_PARAMETERS
+
+    huge = {"hidden_size": 65536, "num_attention_heads": 64, "num_hidden_layers": 256, "intermediate_size": 262144}
+    with pytest.raises(Exception, match=r"these sizes make about 1\.36e\+13 parameters, more than 2e\+10 .*"
+                                        r"backbone_config\.hidden_size=65536, intermediate_size=262144, num_hidden_layers=256"):
+        LapaDinov3Config(backbone_config=huge)
+    released = LapaDinov3Config()
+    with torch.device("meta"):
+        count = sum(parameter.numel() for parameter in LapaDinov3Model(released).parameters())
+    assert abs(released.parameter_estimate() / count - 1) < 0.01 and count < MAX_PARAMETERS / 40
