@@ -100,6 +100,9 @@ class VideoInfo:
 # runs on the calling thread: PyAV's default starts conversion threads for every frame, slower at every size measured
 # (benchmarks/bench_decode_threads.py). The pixels are the same either way.
 AUTO_THREADS = 0
+# `to_ndarray(threads=1)` exists from PyAV 17 (its threaded YUV -> RGB conversion); older PyAV (LeRobot pins av 15)
+# has no such option and converts on the calling thread anyway.
+_RGB_THREADS = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -209,7 +212,7 @@ def decode_video(
                 return
             if index >= start:
                 time = float(frame.time) if frame.time is not None else float("nan")
-                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24", threads=1))
+                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24", **_RGB_THREADS))
             index += 1
 
 
