@@ -58,12 +58,14 @@ def check_model_name(name: str, flag: str) -> None:
         raise LaryError(f"{flag} {name}: no such folder")
 
 
-def load_pretrained(loader, name: str | Path, flag: str, allow_missing_weights: bool = False, **kwargs):
+def load_pretrained(loader, name: str | Path, flag: str, allow_missing_weights: bool = False,
+                    allow_option: str = "--allow-missing-weights", **kwargs):
     """`loader.from_pretrained(name, **kwargs)` (an Auto or model class) as every `lary` command loads a model:
     weights the model lacks (missing), that it does not have (unexpected) or of another shape (mis-shaped) are refused
     with the keys named, unless `allow_missing_weights` (missing ones then start at random, unexpected ones are
     dropped; mis-shaped ones are always refused). A config value out of range or an unreadable weights file is named
-    on one line too."""
+    on one line too. `flag` and `allow_option` name the model and the override as the caller gave them (CLI flags, or
+    a library function's arguments)."""
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
@@ -88,11 +90,11 @@ def load_pretrained(loader, name: str | Path, flag: str, allow_missing_weights: 
     problems = _weight_problems(SimpleNamespace(**info))
     if problems and not allow_missing_weights:
         raise LaryError(
-            f"{flag} {name}: {problems}. Its outputs would be wrong; pass --allow-missing-weights to load it anyway "
+            f"{flag} {name}: {problems}. Its outputs would be wrong; pass {allow_option} to load it anyway "
             "(missing weights start at random, unexpected ones are dropped)"
         )
     if problems:
-        logger.warning("%s %s: %s (--allow-missing-weights)", flag, name, problems)
+        logger.warning("%s %s: %s (%s)", flag, name, problems, allow_option)
     return model
 
 
