@@ -27,20 +27,34 @@ import torch
 from lary.errors import LaryError
 
 TOKEN = "<ACT_{}>"
+# The tokenizer's init kwarg (its tokenizer_config.json entry) that keeps n through `save_pretrained` and a load
+CODE_SEQ_LEN_KEY = "latent_action_code_seq_len"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LatentActionTokens:
-    """The token ids of the codes: `ids[k]` is `<ACT_k>`'s. `code_seq_len` (n, codes per action) is known when built
-    from a model's config, and then checked by `encode`."""
+    """The token ids of the codes: `ids[k]` is `<ACT_k>`'s (a read-only array). `code_seq_len` (n, codes per action)
+    is known when built from a model's config or from a tokenizer `add_to` wrote it into, and then checked by
+    `encode`. Equal (and hashed) by value."""
 
     ids: np.ndarray
     code_seq_len: int | None = None
 
     def __post_init__(self):
-        order = np.argsort(self.ids, kind="stable")
-        object.__setattr__(self, "_sorted_ids", self.ids[order])
+        ids = np.array(self.ids, dtype=np.int64)
+        ids.setflags(write=False)  # frozen: the hash and the lookups below stay true
+        order = np.argsort(ids, kind="stable")
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "_sorted_ids", ids[order])
         object.__setattr__(self, "_sorted_codes", order)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LatentActionTokens):
+            return NotImplemented
+        return self.code_seq_len == other.code_seq_len and np.array_equal(self.ids, other.ids)
+
+    def __hash__(self) -> int:
+        return hash((self.ids.tobytes(), self.code_seq_len))
 
     @property
     def codebook_size(self) -> int:
@@ -54,16 +68,22 @@ class LatentActionTokens:
     def add_to(cls, tokenizer, config) -> LatentActionTokens:
         """Add `<ACT_0>` .. `<ACT_{codebook_size-1}>` to a 🤗 tokenizer as special tokens (never split, never
         normalised; those it already has are kept), `config` a `LapaDinov3Config` (or anything with `codebook_size`
-        and `code_seq_len`). Resize the language model's embeddings afterwards:
-        `model.resize_token_embeddings(len(tokenizer))`."""
+        and `code_seq_len`). `code_seq_len` is kept in the tokenizer's init kwargs (`save_pretrained` writes it to
+        `tokenizer_config.json`), so `from_tokenizer` finds it after a save and a load. Resize the language model's
+        embeddings afterwards: `model.resize_token_embeddings(len(tokenizer))`."""
         tokenizer.add_tokens([TOKEN.format(code) for code in range(config.codebook_size)], special_tokens=True)
+        tokenizer.init_kwargs[CODE_SEQ_LEN_KEY] = config.code_seq_len
         return cls.from_tokenizer(tokenizer, config)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, config=None) -> LatentActionTokens:
         """The latent action tokens of a tokenizer (after `add_to`, a save and a load): `<ACT_0>`, `<ACT_1>`, ... as far
-        as they go, or exactly `config.codebook_size` of them when `config` is given."""
+        as they go, or exactly `config.codebook_size` of them when `config` is given. `code_seq_len` is the config's,
+        else the one `add_to` kept in the tokenizer; a config that disagrees with the tokenizer is refused."""
         wanted = None if config is None else config.codebook_size
+        kept = tokenizer.init_kwargs.get(CODE_SEQ_LEN_KEY)
+        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int) or kept < 1):
+            raise LaryError(f"the tokenizer's {CODE_SEQ_LEN_KEY} is {kept!r}: a positive integer expected")
         ids: list[int] = []
         while wanted is None or len(ids) < wanted:
             token = TOKEN.format(len(ids))
@@ -77,7 +97,10 @@ class LatentActionTokens:
                 f"the tokenizer has {len(ids)} latent action tokens (<ACT_0>, <ACT_1>, ...; {needed} needed): add them "
                 "with LatentActionTokens.add_to(tokenizer, config)"
             )
-        return cls(np.array(ids, dtype=np.int64), None if config is None else config.code_seq_len)
+        if config is not None and kept is not None and kept != config.code_seq_len:
+            raise LaryError(f"the tokenizer's latent actions are {kept} codes each ({CODE_SEQ_LEN_KEY}) but the "
+                            f"config's code_seq_len is {config.code_seq_len}")
+        return cls(np.array(ids, dtype=np.int64), kept if config is None else config.code_seq_len)
 
     def encode(self, action_indices: Any) -> Any:
         """Codes (a torch tensor, a numpy array or lists; the last axis whole actions of `code_seq_len` codes, e.g.

@@ -61,8 +61,13 @@ def test_codes_become_tokens_and_come_back_after_a_save_and_a_load(tmp_path, con
     tokenizer.save_pretrained(tmp_path / "tok")
     loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
     again = LatentActionTokens.from_tokenizer(loaded)
-    assert again.ids.tolist() == tokens.ids.tolist() and again.code_seq_len is None
+    # the code length travels with the tokenizer (tokenizer_config.json), so encode still refuses partial actions
+    assert again.ids.tolist() == tokens.ids.tolist() and again.code_seq_len == 4 and again == tokens
     assert LatentActionTokens.from_tokenizer(loaded, config).code_seq_len == 4
+    with pytest.raises(LaryError, match=r"as 4 codes \(code_seq_len\)"):
+        again.encode(np.zeros((2, 15), dtype=np.int64))
+    loaded.save_pretrained(tmp_path / "tok2")  # and through a second save of the loaded tokenizer
+    assert LatentActionTokens.from_tokenizer(AutoTokenizer.from_pretrained(tmp_path / "tok2")).code_seq_len == 4
     np.testing.assert_array_equal(again.decode(loaded("".join(tokens.tokens[c] for c in codes[1]),
                                                       add_special_tokens=False).input_ids), codes[1])
 
@@ -126,3 +131,26 @@ def test_a_causal_lm_resized_to_the_tokens_trains_on_them_and_saves_with_them(tm
     again = LatentActionTokens.from_tokenizer(loaded_tokenizer, config)
     torch.testing.assert_close(loaded.get_input_embeddings().weight[torch.from_numpy(again.ids)],
                                model.get_input_embeddings().weight[torch.from_numpy(tokens.ids)])
+
+
+def test_tokens_compare_and_hash_by_value_and_stay_frozen(config):
+    tokens = LatentActionTokens.add_to(word_level_tokenizer(), config)
+    same = LatentActionTokens(tokens.ids.copy(), 4)
+    assert tokens == same and hash(tokens) == hash(same) and len({tokens, same}) == 1
+    assert tokens != LatentActionTokens(tokens.ids, None) and tokens != LatentActionTokens(tokens.ids[::-1].copy(), 4)
+    assert tokens != "tokens"
+    with pytest.raises(ValueError, match="read-only"):
+        tokens.ids[0] = 0
+
+
+def test_a_tokenizer_s_code_length_must_agree_with_the_config(tmp_path, config):
+    tokenizer = word_level_tokenizer()
+    LatentActionTokens.add_to(tokenizer, config)
+    with pytest.raises(LaryError, match="latent actions are 4 codes each .* config's code_seq_len is 16"):
+        LatentActionTokens.from_tokenizer(tokenizer, LapaDinov3Config(codebook_size=8, code_seq_len=16))
+    tokenizer.init_kwargs["latent_action_code_seq_len"] = "4"
+    with pytest.raises(LaryError, match="latent_action_code_seq_len is '4': a positive integer expected"):
+        LatentActionTokens.from_tokenizer(tokenizer)
+    plain = word_level_tokenizer()  # tokens added by hand, as before add_to kept the length: unknown, not checked
+    plain.add_tokens([f"<ACT_{k}>" for k in range(8)], special_tokens=True)
+    assert LatentActionTokens.from_tokenizer(plain).code_seq_len is None
