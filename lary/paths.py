@@ -37,3 +37,13 @@ def inside(root: str | Path, relative: str | Path, what: str) -> Path:
             f"{what}: {path_text(text)!r} leads out of {path_text(root)} (through a symlink, to {path_text(target)})"
         )
     return path
+
+
+def outside(out: str | Path, source: str | Path, what: str) -> None:
+    """Refuse an output folder `out` that is `source` or lies inside it, symlinks resolved (also those of `out`'s
+    parents, and `out` itself when it is a link to a folder of `source`): writing there would change what is read.
+    `what` names the source (`"the dataset"`, `"the image folder"`); the error names both folders."""
+    target, folder = Path(out).resolve(), Path(source).resolve()
+    if target.is_relative_to(folder):
+        shown = "" if target == Path(out).absolute() else f" (it resolves to {path_text(target)})"
+        raise LaryError(f"{path_text(out)} is inside {what} {path_text(source)}{shown}: write the output elsewhere")

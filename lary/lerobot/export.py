@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from lary.errors import LaryError
 from lary.logs import progress_hidden
-from lary.paths import inside
+from lary.paths import inside, outside
 
 from .dataset import LeRobotFolder
 from .layout import (
@@ -361,8 +361,7 @@ def export_latent_actions(
     version = info["codebase_version"]
     if out.exists():
         raise LaryError(f"{out} exists; choose another output folder or delete it")
-    if out.resolve().is_relative_to(root.resolve()):
-        raise LaryError(f"{out} is inside the dataset {root}; write the copy elsewhere")
+    outside(out, root, "the dataset")
     taken = [name for name in (INDICES, VECTORS, VALID) if name in info["features"]]
     if taken:
         raise LaryError(f"{root / INFO_PATH} already has a feature {taken[0]!r}; export from the original dataset")
