@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import Pipeline
 from transformers.image_processing_base import BatchFeature, ImageProcessingMixin
 
@@ -27,6 +27,7 @@ RESAMPLES = ("bicubic", "pil_bicubic_antialias")
 # allocator reuses (a 16-frame copy was a fresh 60 MB mapping each call, and its page faults made the resize 1.7x
 # slower); on a GPU, where memory is reused by torch's allocator, many frames per kernel launch.
 RESIZE_CHUNK_VALUES = {"cpu": 2**20, "cuda": 2**26}
+EXIF_ORIENTATION = 0x0112  # the EXIF tag (`ExifTags.Base.Orientation` from Pillow 9.3)
 
 
 class LapaDinov3ProcessorKwargs(TypedDict, total=False):
@@ -76,12 +77,18 @@ def rgb8(image: Image.Image) -> np.ndarray:
     16-bit grey (`I;16`, `I;16B`, `I;16L`, and `I`, as which older Pillow opens them) keeps its high byte (`>> 8`, as
     libpng's `png_set_strip_16` in OpenCV, and as Pillow reads 16-bit RGB), where PIL's own conversion clips every
     value above 255 to white. Float images (`F`) are taken as 0..1. Alpha is dropped (the colour under it stays);
-    palettes, 1-bit, CMYK and other modes go through PIL's conversion.
+    palettes, 1-bit, CMYK and other modes go through PIL's conversion. An EXIF orientation is applied, as `imread`
+    applies it (JPEG, PNG, WebP; 8- and 16-bit). A float image holding NaN or infinity is refused (ValueError).
     """
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # checked first: exif_transpose copies every image
+        image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
     elif image.mode == "F":
-        grey = np.round(np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).astype(np.uint8)
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # NaN would become 0, a black frame's codes
+            raise ValueError("the float image holds NaN or infinity")
+        grey = np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)
     elif image.mode in ("P", "PA"):  # through RGBA: PIL warns on a palette's transparency going straight to RGB
         return np.asarray(image.convert("RGBA").convert("RGB"))
     else:
@@ -189,6 +196,8 @@ class LapaDinov3Processor(ImageProcessingMixin):
                 raise ValueError(f"{where}: tensors must be (3, H, W) or (H, W, 3) RGB; got shape {tuple(frame.shape)}")
             frame = frame.detach().cpu()
             if frame.is_floating_point():
+                if not torch.isfinite(frame).all():  # NaN compares false below and would become 0, a black frame
+                    raise ValueError(f"{where}: float tensors must be finite; this one holds NaN or infinity")
                 if frame.min() < 0 or frame.max() > 1:
                     raise ValueError(f"{where}: float tensors must hold values in [0, 1]")
                 return frame.float().mul(255).round_().to(torch.uint8)
