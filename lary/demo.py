@@ -76,7 +76,7 @@ def save_timeline(
 
 
 def demo(args: DemoConfig) -> int:
-    """`lary demo`: print the codes of each pair and save `demo_timeline.png`."""
+    """`lary demo`: print the codes of each pair and save `demo_timeline.png` in `args.out`."""
     model_path = str(args.model or default_model())
     # the installed classes (registered by `import lary`)
     model = load_pretrained(AutoModel, model_path, "--model", args.allow_missing_weights).eval()

@@ -11,9 +11,10 @@ from lary.hub import EMBEDDED_MODEL
 from lary.synthetic import make_clip, write_video
 
 
-def _demo(*args: str) -> str:
+def _demo(*args: str, cwd=None) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "lary", "demo", *args], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "lary", "demo", *args], capture_output=True, text=True, env=env,
+                            timeout=120, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -39,6 +40,13 @@ def test_demo_on_a_video_file(tmp_path):
     assert "clip.mkv" in stdout and [row[1] for row in rows] == ["0->4", "4->7", "7->11"]
     assert "It knows nothing of real video" in stdout  # the embedded model named by its folder is still that model
     assert (tmp_path / "o" / "demo_timeline.png").exists()
+
+
+def test_the_timeline_goes_to_the_outputs_folder_not_the_working_tree(tmp_path):
+    stdout = _demo("--frames", "3", cwd=tmp_path)
+    png = tmp_path / "outputs" / "demo" / "demo_timeline.png"
+    assert f"timeline: {png.resolve()}" in stdout and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+    assert "--model" in _demo("--help") and "with the embedded tiny model" not in _demo("--help")
 
 
 def test_code_table_layout():

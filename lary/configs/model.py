@@ -37,7 +37,8 @@ class DemoConfig:
     stride: int = option("Frame distance of each pair, in the frames taken.", default=1)
     direction: int | None = option("Motion of the synthetic clip (0 = right, then counter-clockwise in 45° steps).", default=None)
     seed: int = option("Seed of the synthetic clip.", default=0)
-    out: Path = option("Folder for demo_timeline.png.", default=Path("."), short="-o")
+    out: Path = option("Folder for demo_timeline.png (made if absent; `outputs/` is ignored by git).",
+                       default=Path("outputs/demo"), short="-o")
     allow_missing_weights: bool = allow_missing_weights_option()
 
     def validate(self) -> None:
