@@ -9,6 +9,10 @@ setting saved with a model reaches every command.
 Videos are indexed by presentation order: frame `i` is the `i`-th frame a player shows. `probe_video` reads the
 container's packets (no decoding) to learn every frame's timestamp, so that `decode_video(path, start, stop)` can seek
 straight to frame `start` of a long video and decode only what it needs.
+
+Frames come out upright, as OpenCV reads them by default (LARYBench's reader): a video's display matrix (a phone's
+portrait recording is stored sideways with a -90 degree matrix) is applied as `cv2.VideoCapture` applies it
+(`CAP_PROP_ORIENTATION_AUTO`), and an image's EXIF orientation as `cv2.imread` applies it (`rgb8`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -74,7 +79,8 @@ def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What `probe_video` learns without decoding: frame count, size, rate and every frame's time."""
+    """What `probe_video` learns (decoding only the first frame): frame count, size, rate, rotation and every frame's
+    time. `width` and `height` are the upright frame's, as `decode_video` gives it."""
 
     path: str
     width: int
@@ -83,6 +89,7 @@ class VideoInfo:
     pts: np.ndarray  # int64 presentation timestamps in `time_base` units, in presentation order
     time_base: Fraction
     seekable: bool  # the container's packets carry timestamps (raw streams do not: then frames are counted)
+    rotation: int = 0  # clockwise degrees (0, 90, 180, 270) the stored frames are turned to stand upright
 
     @property
     def num_frames(self) -> int:
@@ -147,8 +154,46 @@ def stride_frames(seconds: float, fps: float, where: str) -> int:
     return frames
 
 
+def display_rotation(frame: av.VideoFrame) -> int:
+    """The clockwise degrees (0, 90, 180 or 270) that stand `frame` upright, from its display matrix, as OpenCV's
+    `CAP_PROP_ORIENTATION_META`: the matrix's angle as FFmpeg's `av_display_rotation_get` reads it, rounded; OpenCV
+    turns only by quarter turns and ignores a flip, and so do we. Read from the frame's side data, which every PyAV
+    from 12 carries (`VideoFrame.rotation` exists only from 14)."""
+    for data in frame.side_data:
+        if getattr(data.type, "name", str(data.type)) == "DISPLAYMATRIX":
+            a, b, _, c, d = struct.unpack("=5i", bytes(data)[:20])  # 16.16 fixed point, row-major
+            if math.hypot(a, c) and math.hypot(b, d):
+                degrees = round(math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))) % 360
+                return degrees if degrees in (90, 180, 270) else 0
+    return 0
+
+
+def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded (H, W, 3) frame turned `rotation` degrees clockwise (`display_rotation`), contiguous."""
+    return np.ascontiguousarray(np.rot90(rgb, -(rotation // 90))) if rotation else rgb
+
+
+def video_rotation(path: str | Path) -> int:
+    """The video's `display_rotation`, from its first frame (0 for a video with no frame)."""
+    with _open(path) as container:
+        first = next(_frames(container, path), None)
+        return display_rotation(first) if first is not None else 0
+
+
+def video_rotations(paths: list[Path]) -> list[int]:
+    """Each video's `video_rotation`; 0 for one that cannot be read (it fails, and is reported, where it is decoded)."""
+    rotations = []
+    for path in paths:
+        try:
+            rotations.append(video_rotation(path))
+        except MediaError:
+            rotations.append(0)
+    return rotations
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Frame count, size, rate and the timestamp of every frame, from the container's packets (nothing is decoded)."""
+    """Frame count, size, rate and the timestamp of every frame, from the container's packets, and the rotation, from
+    the first frame (the only one decoded)."""
     with _open(path) as container:
         stream = container.streams.video[0]
         try:
@@ -163,14 +208,17 @@ def probe_video(path: str | Path) -> VideoInfo:
             with _open(path) as again:
                 pts = list(range(sum(1 for _ in _frames(again, path))))
             time_base = 1 / Fraction(rate or 1)
+        rotation = video_rotation(path)
+        width, height = stream.codec_context.width, stream.codec_context.height
         return VideoInfo(
             path=str(path),
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=height if rotation in (90, 270) else width,
+            height=width if rotation in (90, 270) else height,
             fps=float(rate) if rate else 0.0,
             pts=np.sort(np.asarray(pts, dtype=np.int64)),
             time_base=time_base,
             seekable=seekable,
+            rotation=rotation,
         )
 
 
@@ -185,13 +233,14 @@ def _frames(container: av.container.InputContainer, path: str | Path) -> Iterato
 class VideoFrame:
     index: int  # presentation order, from 0
     time: float  # seconds
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
 
 
 def decode_video(
     path: str | Path, start: int = 0, stop: int | None = None, start_pts: int | None = None, threads: int = AUTO_THREADS
 ) -> Iterator[VideoFrame]:
-    """Frames `start .. stop - 1` (presentation order) of a video, each with its index and time.
+    """Frames `start .. stop - 1` (presentation order) of a video, each with its index and time, upright (its display
+    matrix applied: `display_rotation`).
 
     With `start_pts` (frame `start`'s timestamp, `VideoInfo.pts[start]`) the decoder seeks to the keyframe before it
     and decodes from there; without it, the video is decoded from its first frame. Stops early, without error, where
@@ -212,7 +261,8 @@ def decode_video(
                 return
             if index >= start:
                 time = float(frame.time) if frame.time is not None else float("nan")
-                yield VideoFrame(index, time, frame.to_ndarray(format="rgb24", **_RGB_THREADS))
+                rgb = frame.to_ndarray(format="rgb24", **_RGB_THREADS)
+                yield VideoFrame(index, time, upright(rgb, display_rotation(frame)))
             index += 1
 
 
