@@ -50,6 +50,7 @@ from lary.extract.sources import (
     Source,
     VideoSource,
 )
+from lary.frames import video_rotations
 from lary.parquet_shards import no_space_names
 from lary.processes import process_state
 
@@ -480,6 +481,8 @@ def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, l
     }
     if isinstance(extractor, LatentActionExtractor):
         manifest["processor"] = {"size": extractor.processor.size, "resample": extractor.processor.resample}
+    if isinstance(source, VideoSource) and any(turned := video_rotations(source.paths)):  # as lary.frames decoded them
+        manifest["rotation"] = {source.sample_id(i): degrees for i, degrees in enumerate(turned) if degrees}
     names = labels.names if labels is not None else source.label_names
     if names is not None:
         manifest["label_names"] = names
