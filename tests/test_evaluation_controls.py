@@ -1,6 +1,6 @@
 """`lary evaluate`'s controls beside its numbers (majority class or mean predictor; the same probe on shuffled
 targets), splits that name both sides, `--split-by clip` stratified by class for classification, and the expected
-time said after a few steps."""
+time said after a few steps, with what would make it quicker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from test_evaluation_cli import SMALL_CLASSIFIER, SMALL_REGRESSOR, classificatio
 from test_evaluation_features import write_extract_output
 
 from lary.cli import main as lary_main
+from lary.configs.evaluate import EvaluateConfig
+from lary.evaluation.evaluate import quicker
 from lary.evaluation.features import load_split, split_by_groups
 from lary.evaluation.training import TIMED_STEPS, train_epochs, warmup_constant
 
@@ -91,7 +93,8 @@ def test_classification_controls_sit_beside_the_accuracy(tmp_path, caplog, capsy
         "training the classification probe", "expected time of the probe",
         "training the classification shuffled-target control", "expected time of the shuffled-target control",
     ]
-    assert "(24 steps of " in said[1] and "quicker: fewer epochs (--epochs 5), one head" in said[1]
+    # what makes it quicker, of what this run does not already use (4 epochs, a 32-wide 2-block pooler: one head)
+    assert "(24 steps of " in said[1] and said[1].endswith("; quicker: one head instead of 5 (--lr 1e-3 --weight-decay 0.4)")
     assert "--no-shuffled-control skips it" in said[1]
 
 
@@ -123,3 +126,19 @@ def test_expected_time_counts_every_step_of_every_epoch():
     short = train_epochs(model, optimizer, scheduler, features, loss, 1, 50 // TIMED_STEPS, accelerator,
                          torch.Generator().manual_seed(0), on_estimate=lambda *_: pytest.fail("a run this short"))
     assert len(list(short)) == 1
+
+
+def test_quicker_suggests_only_what_the_run_does_not_use(tmp_path):
+    def hints(*args: str) -> list[str]:
+        return quicker(EvaluateConfig(out=tmp_path, data=tmp_path, **dict(zip(args[::2], args[1::2]))))
+
+    assert hints("task", "classification") == [
+        "fewer epochs (--epochs 5)", "one head instead of 5 (--lr 1e-3 --weight-decay 0.4)",
+        "a narrower probe (--hidden-dim 256 --pooler-depth 2)"]
+    assert hints("task", "classification", "epochs", 5, "lr", [1e-3], "weight_decay", [0.4], "hidden_dim", 256,
+                 "pooler_depth", 2) == []
+    assert hints("task", "classification", "hidden_dim", 128) == [
+        "fewer epochs (--epochs 5)", "one head instead of 5 (--lr 1e-3 --weight-decay 0.4)",
+        "a narrower probe (--pooler-depth 2)"]
+    assert hints("task", "regression") == ["fewer epochs (--epochs 5)", "a narrower probe (--hidden-dim 1024)"]
+    assert hints("task", "regression", "epochs", 3, "hidden_dim", 512) == []

@@ -54,11 +54,23 @@ def _split_info(split: ExtractedSplit) -> dict:
     return {"path": str(split.path), "split": split.manifest.get("split"), "rows": len(split)}
 
 
-QUICKER = {  # what makes each probe quicker, for the expected-time line
-    "classification": "fewer epochs (--epochs 5), one head instead of LARYBench's 5 (--lr 1e-3 --weight-decay 0.4), "
-                      "a narrower probe (--hidden-dim 256 --pooler-depth 2)",
-    "regression": "fewer epochs (--epochs 5), a narrower probe (--hidden-dim 1024)",
-}
+WIDTH = {"classification": 768, "regression": 4096}  # the probes' default --hidden-dim (LARYBench's)
+QUICK_EPOCHS, QUICK_WIDTH, QUICK_DEPTH, QUICK_REGRESSION_WIDTH = 5, 256, 2, 1024
+
+
+def quicker(args: EvaluateConfig) -> list[str]:
+    """What would make this run's probe quicker, for the expected-time line: only settings it does not already use."""
+    hints = [f"fewer epochs (--epochs {QUICK_EPOCHS})"] if args.epochs > QUICK_EPOCHS else []
+    if args.task == "classification":
+        if len(_heads(args)) > 1:
+            hints.append(f"one head instead of {len(_heads(args))} (--lr 1e-3 --weight-decay 0.4)")
+        narrower = [f"--hidden-dim {QUICK_WIDTH}"] if (args.hidden_dim or WIDTH[args.task]) > QUICK_WIDTH else []
+        narrower += [f"--pooler-depth {QUICK_DEPTH}"] if args.pooler_depth > QUICK_DEPTH else []
+    else:
+        narrower = [f"--hidden-dim {QUICK_REGRESSION_WIDTH}"] if (args.hidden_dim or WIDTH[args.task]) > QUICK_REGRESSION_WIDTH else []
+    if narrower:
+        hints.append(f"a narrower probe ({' '.join(narrower)})")
+    return hints
 
 
 def _duration(seconds: float) -> str:
@@ -81,9 +93,10 @@ def _announce(args: EvaluateConfig, accelerator, train: ExtractedSplit, what: st
         again = ""
         if what == "probe" and args.shuffled_control:
             again = "; the shuffled-target control then trains as long again (--no-shuffled-control skips it)"
-        logger.info("expected time of the %s: about %s (%d steps of %.2f s, plus a validation pass per epoch)%s; "
-                    "quicker: %s", what, _duration(seconds_per_step * steps), steps, seconds_per_step, again,
-                    QUICKER[args.task])
+        hints = quicker(args)
+        logger.info("expected time of the %s: about %s (%d steps of %.2f s, plus a validation pass per epoch)%s%s",
+                    what, _duration(seconds_per_step * steps), steps, seconds_per_step, again,
+                    f"; quicker: {', '.join(hints)}" if hints else "")
 
     return estimate
 
@@ -95,7 +108,7 @@ def _shuffled(args: EvaluateConfig, train: ExtractedSplit) -> np.ndarray:
 
 def _classification_config(args: EvaluateConfig) -> ClassificationConfig:
     return ClassificationConfig(
-        hidden_dim=args.hidden_dim or 768,
+        hidden_dim=args.hidden_dim or WIDTH["classification"],
         pooler_depth=args.pooler_depth,
         attention_heads=args.attention_heads,
         mlp_ratio=args.mlp_ratio,
@@ -163,7 +176,7 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
 
 def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
     config = RegressionConfig(
-        hidden_dim=args.hidden_dim or 4096,
+        hidden_dim=args.hidden_dim or WIDTH["regression"],
         residual_blocks=args.residual_blocks,
         lr=_single(args.lr, 1e-4, "--lr"),
         weight_decay=_single(args.weight_decay, 1e-4, "--weight-decay"),
@@ -256,8 +269,8 @@ def evaluate(args: EvaluateConfig) -> dict:
 
         controls = "; ".join(f"{name.replace('_', ' ')} {shown(control['value'])}"
                              for name, control in results["controls"].items() if control is not None)
-        print(f"{results['model']} on {results['dataset']} {results['config'] or ''}: {results['metric']} = "
-              f"{shown(results['value'])} (controls: {controls})")
+        data = " ".join(str(part) for part in (results["dataset"], results["config"]) if part)
+        print(f"{results['model']} on {data}: {results['metric']} = {shown(results['value'])} (controls: {controls})")
         logger.info("wrote %s", out / "results.json")
     accelerator.wait_for_everyone()
     accelerator.end_training()
