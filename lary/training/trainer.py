@@ -26,6 +26,7 @@ from lary.errors import LaryError
 from lary.hub import build_config, export, load_pretrained
 from lary.jsonfile import read_json_object
 from lary.logs import progress_hidden
+from lary.training import checkpoints
 from lary.training.data import FramePairs, StepBatchSampler, load_clips
 from lary.training.features_cache import compute_features
 from lary.training.report import plot_curves, write_model_card
@@ -64,11 +65,6 @@ def build_model(
     return model
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    checkpoints = sorted((out / "checkpoints").glob("step-*"))
-    return checkpoints[-1] if checkpoints else None
-
-
 @torch.no_grad()
 def replace_dead_codes(accelerator: Accelerator, model: LapaDinov3Model, num_batches: int, seed: int, step: int) -> int:
     """Dead-code replacement from the usage summed over processes, with the same RNG everywhere, so that the
@@ -77,28 +73,6 @@ def replace_dead_codes(accelerator: Accelerator, model: LapaDinov3Model, num_bat
     quantizer.code_usage.copy_(accelerator.reduce(quantizer.code_usage.clone(), reduction="sum"))
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return quantizer.replace_unused_codes(num_batches, generator=generator)
-
-
-def _save_checkpoint(accelerator: Accelerator, model: LapaDinov3Model, out: Path, step: int) -> None:
-    directory = out / "checkpoints" / f"step-{step:07d}"
-    accelerator.save_state(str(directory / "state"))
-    if accelerator.is_main_process:
-        export(model, directory / "model")
-        state = {"step": step, "code_usage": model.quantizer.code_usage.tolist()}
-        (directory / "trainer_state.json").write_text(json.dumps(state))
-    accelerator.wait_for_everyone()
-
-
-def _resume(accelerator: Accelerator, model: LapaDinov3Model, out: Path) -> int:
-    checkpoint = latest_checkpoint(out)
-    if checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s; starting from step 0", out / "checkpoints")
-        return 0
-    accelerator.load_state(str(checkpoint / "state"))
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    model.quantizer.code_usage.copy_(torch.tensor(state["code_usage"]))
-    logger.info("resumed from %s (step %d)", checkpoint, state["step"])
-    return int(state["step"])
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -141,7 +115,7 @@ def train(args: TrainConfig) -> Path:
         # differ between them, as it does between the rows of one batch on one process (resume restores each state).
         torch.manual_seed(args.seed + accelerator.process_index)
 
-    start = _resume(accelerator, unwrapped, out) if args.resume else 0
+    start = checkpoints.resume(accelerator, unwrapped, out) if args.resume else 0
     sampler = StepBatchSampler(
         [len(clip) for clip in clips], args.batch_size, args.steps, args.stride_range, args.seed,
         start_step=start, process_index=accelerator.process_index, num_processes=accelerator.num_processes,
@@ -191,7 +165,7 @@ def train(args: TrainConfig) -> Path:
                     log.write(json.dumps(record) + "\n")
             progress.set_postfix(loss=f"{loss:.4f}", ppl=f"{record['perplexity']:.2f}", usage=f"{record['codebook_usage']:.2f}")
         if step % args.save_every == 0 or step == args.steps:
-            _save_checkpoint(accelerator, unwrapped, out, step)
+            checkpoints.save(accelerator, unwrapped, out, step)
         progress.update(1)
     progress.close()
 
