@@ -1,8 +1,9 @@
 """Logging: library modules log to `logging.getLogger(__name__)`; the CLI sets the level once (`-v`/`-q`).
 
 Under several processes (accelerate) only the main process logs below warnings, so a run prints its story once.
-Progress bars stay tqdm (on the main process), hidden with -q (`progress_hidden`; transformers' bars too, such as
-its "Loading weights").
+A command's results (extract's `extracted ... pairs/s`) are logged at `RESULT`, which -q still shows: -q hides bars
+and chatter, not what the run did. Progress bars stay tqdm (on the main process), hidden with -q and when stderr is
+not a terminal (`progress_hidden`; transformers' bars too, such as its "Loading weights").
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import os
 import sys
 
-LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+RESULT = logging.INFO + 5  # between INFO and WARNING: what a run did, shown with -q
+logging.addLevelName(RESULT, "RESULT")
+LEVELS = {-1: RESULT, 0: logging.INFO, 1: logging.DEBUG}
 
 
 def is_main_process() -> bool:
@@ -20,7 +23,8 @@ def is_main_process() -> bool:
 
 
 def setup(verbosity: int = 0) -> None:
-    """Messages of `lary.*` on stderr: INFO by default, DEBUG with -v, warnings only with -q or off the main process."""
+    """Messages of `lary.*` on stderr: INFO by default, DEBUG with -v, results and warnings only with -q, warnings only
+    off the main process."""
     level = LEVELS[max(-1, min(1, verbosity))] if is_main_process() else logging.WARNING
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
@@ -52,5 +56,7 @@ def _library_progress_bars(shown: bool) -> None:
 
 
 def progress_hidden() -> bool:
-    """True when only warnings are wanted (-q, or a process other than the main one): no progress bars either."""
-    return logging.getLogger("lary").level > logging.INFO
+    """True when no bars are wanted: -q or a process other than the main one, or stderr is not a terminal (a log
+    file or a pipe, where each update of a bar would be a `\\r` line: tqdm's `disable=None`)."""
+    stderr = sys.stderr
+    return logging.getLogger("lary").level > logging.INFO or stderr is None or not stderr.isatty()

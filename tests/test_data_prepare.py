@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import datasets
 import numpy as np
@@ -104,8 +105,9 @@ def test_cli_prepare_subset_skips_absent_configs(tmp_path, capsys):
     assert unseen[0]["task_id"] == csv_rows(metadata_dir, "agibotbeta", "unseen")[0]["task_id"]
 
 
-def test_quiet_prepare_shows_no_progress_bar(tmp_path, capsys):
+def test_quiet_prepare_shows_no_progress_bar(tmp_path, capsys, monkeypatch):
     """-q: warnings only, no bar (every command's bars follow `lary.logs.progress_hidden`)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr, as a terminal (else no bar at all)
     data_dir, metadata_dir = make_lary_tree(tmp_path, None, {"agibotbeta": 3})
     common = ["prepare", "--data-dir", str(data_dir), "--metadata-dir", str(metadata_dir), "--configs", "agibotbeta"]
     assert cli_main([*common, "--out", str(tmp_path / "shown")]) == 0

@@ -175,10 +175,12 @@ def test_a_full_disk_ends_in_one_line_with_its_exit_code_and_keeps_the_finished_
     assert read_output(out).num_rows == 44
 
 
-def test_quiet_hides_the_progress_bars(tmp_path, inputs, capsys):
+def test_quiet_hides_the_progress_bars(tmp_path, inputs, capsys, monkeypatch):
     """Ours and transformers' ("Loading weights"), in this process (which has imported transformers) and as a
-    command (`python -m lary`, which imports it later)."""
+    command (`python -m lary`, which imports it later); not the result line. Bars need a terminal: a redirected
+    stderr (the command's pipe) gets none, -q or not."""
     model, videos = inputs
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr, as a terminal
     assert cli.main(["extract", *args(model, videos, tmp_path / "shown"), "--cpu"]) == 0
     shown = capsys.readouterr().err
     assert "extract (process 1 of 1)" in shown and "Loading weights" in shown and "waited for frames" in shown
@@ -188,6 +190,12 @@ def test_quiet_hides_the_progress_bars(tmp_path, inputs, capsys):
     assert command.returncode == 0, command.stderr
     for quiet in (capsys.readouterr().err, command.stderr):
         assert not any(text in quiet for text in ("extract (process", "Loading weights", "waited for frames")), quiet
+        assert re.search(r"extracted \d+ rows \(\d+ pairs\) in .* pairs/s", quiet), quiet
+    redirected = subprocess.run([sys.executable, "-m", "lary", "extract", *args(model, videos, tmp_path / "log"),
+                                 "--cpu"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert redirected.returncode == 0, redirected.stderr
+    assert "\r" not in redirected.stderr and "extract (process" not in redirected.stderr
+    assert "Loading weights" not in redirected.stderr and "pairs/s" in redirected.stderr
 
 
 def test_the_summary_advises_only_where_it_applies():

@@ -415,10 +415,10 @@ def extract(config: ExtractConfig) -> int:
             lines = summary_lines(outdir, totals, before, seconds, bool(todo), damaged)
             if manifest.get("label_health"):
                 lines.append(health.summary_line(manifest["label_health"]))
+            for line in lines:  # what the run did: shown with -q too
+                logger.log(logs.RESULT, "%s", line)
             if loop is not None and (pace := loop.describe(workers, process_cores(state))) is not None:
-                lines.append(f"process 1 of {state.num_processes}: {pace}")
-            for line in lines:
-                logger.info("%s", line)
+                logger.info("process 1 of %d: %s", state.num_processes, pace)
             for warning in (manifest.get("label_health") or {}).get("warnings", []):
                 logger.warning("%s (see docs/extract.md, \"Label health\")", warning)
             if totals["errors"]:
