@@ -250,8 +250,8 @@ def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Sour
 class Writers:
     """The open shards of this process; rows are written in a background thread so the model never waits on disk."""
 
-    def __init__(self, outdir: Path, units: list[plan.WorkUnit], schema: pa.Schema):
-        self.outdir, self.units, self.schema = outdir, units, schema
+    def __init__(self, outdir: Path, units: list[plan.WorkUnit], schema: pa.Schema, run: str):
+        self.outdir, self.units, self.schema, self.run = outdir, units, schema, run
         self.open: dict[int, shards.ShardWriter] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lary-write")
         self.pending: list[Future] = []
@@ -262,7 +262,7 @@ class Writers:
             previous = None
             if unit.attempt:
                 previous = shards.finished_attempts(self.outdir, unit.num_shards)[unit.shard][-1]
-            self.open[position] = shards.ShardWriter(self.outdir, unit.name, self.schema, previous)
+            self.open[position] = shards.ShardWriter(self.outdir, unit.name, self.schema, self.run, previous)
         return self.open[position]
 
     def write(self, position: int, make_table, pairs: int) -> None:
@@ -313,7 +313,7 @@ class LoopTime:
 
 
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
-              labels: Labels | None, workers: int, state: PartialState) -> LoopTime:
+              labels: Labels | None, workers: int, state: PartialState, run: str) -> LoopTime:
     """Decode, compute and write this process's units."""
     stream = UnitStream(source, units, extractor, config.batch_size, strides.planned(config.out, config.stride))
     loader = DataLoader(
@@ -321,7 +321,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
         pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
         worker_init_fn=worker_signals,
     )
-    writers = Writers(config.out, units, schema)
+    writers = Writers(config.out, units, schema, run)
     progress = tqdm(total=sum(unit.rows for unit in units), unit="row", desc=f"extract (process 1 of {state.num_processes})",
                     disable=not state.is_main_process or logs.progress_hidden())
     pairs_done, start = 0, time.perf_counter()
@@ -378,6 +378,7 @@ def extract(config: ExtractConfig) -> int:
     # 2. What to read, and the model. Nothing is written before both have loaded.
     with state.main_process_first():  # the main process builds the datasets cache first
         source = make_source(config)
+    check_out(outdir, source)
     labels = Labels(config.labels) if config.labels else None
     if labels is not None:
         labels.check_ids([source.sample_id(index) for index in range(len(source))], complete=config.limit is None)
@@ -389,7 +390,7 @@ def extract(config: ExtractConfig) -> int:
     #    failed in the others).
     record = run_record(config, source, model)
     with OutputLock(outdir) as lock, no_space_names(outdir, KEPT_ON_NO_SPACE):
-        all_units, damaged = plan_folder(outdir, source, config, record, state, workers, labels, lock)
+        all_units, damaged, run = plan_folder(outdir, source, config, record, state, workers, labels, lock)
         todo = plan.remaining(outdir, all_units)
         state.wait_for_everyone()  # every process has planned before any writes
 
@@ -398,7 +399,7 @@ def extract(config: ExtractConfig) -> int:
         start = time.perf_counter()
         mine = todo[state.process_index :: state.num_processes]
         with exact_float32(extractor.device, extractor.dtype):
-            loop = run_units(mine, source, extractor, config, schema, labels, workers, state) if mine else None
+            loop = run_units(mine, source, extractor, config, schema, labels, workers, state, run) if mine else None
         state.wait_for_everyone()
         seconds = time.perf_counter() - start
 
@@ -427,11 +428,30 @@ def extract(config: ExtractConfig) -> int:
     return 1 if totals["errors"] else 0
 
 
+def check_out(outdir: Path, source: Source) -> None:
+    """`--out` must not be inside what the run reads (it would change: a dataset's or LeRobot dataset's files, an
+    image folder's), nor a folder of the input videos, symlinks resolved; and it must be new, empty or a `lary
+    extract` folder (`shards.check_folder`). Checked before the model loads."""
+    if isinstance(source, VideoSource):
+        for folder in sorted({path.parent for path in source.paths}):
+            if outdir.resolve() == folder.resolve():
+                raise LaryError(f"--out {outdir} is the folder of the input videos {folder}: write the output elsewhere")
+    elif isinstance(source, ImageFolderSource):
+        for folder in source.folders:
+            outside(outdir, folder, "the image folder")
+    elif isinstance(source, LeRobotSource):
+        outside(outdir, source.root, "the LeRobot dataset")
+    elif Path(source.root).expanduser().is_dir():
+        outside(outdir, Path(source.root).expanduser(), "the dataset")
+    shards.check_folder(outdir)
+
+
 def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dict[str, Any], state: PartialState,
-                workers: int, labels: Labels | None, lock: OutputLock) -> tuple[list[list[plan.Segment]], list[str]]:
-    """The main process locks the folder, checks or records the run, plans it and removes leftovers and damaged
-    shards; what it finds wrong ends every process. Returns the plan's shards, and the damaged files removed."""
-    outcome: list[Any] = [[]]
+                workers: int, labels: Labels | None, lock: OutputLock) -> tuple[list[list[plan.Segment]], list[str], str]:
+    """The main process locks the folder, checks or records the run, plans it and removes our leftovers and damaged
+    shards; what it finds wrong ends every process. Returns the plan's shards, the damaged files removed and the
+    run's id."""
+    outcome: list[Any] = [[], None]
     if state.is_main_process:
         try:
             try:
@@ -445,9 +465,11 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
                 shards.check_run(outdir, record)
             if plan.load(outdir) is None:
                 make_plan(outdir, source, config, state.num_processes * max(workers, 1), labels)
-            shards.record_run(outdir, record)
+            outcome[1] = shards.record_run(outdir, record)
             shards.remove_temporary_files(outdir)
-            outcome[0] = shards.drop_damaged(outdir, len(plan.load(outdir)[0]))
+            num_shards = len(plan.load(outdir)[0])
+            shards.check_shards(outdir, num_shards, outcome[1])
+            outcome[0] = shards.drop_damaged(outdir, num_shards)
             for line in outcome[0]:
                 logger.warning("damaged shard, redone: %s", line)
         except (LaryError, NoSpaceError) as error:
@@ -455,7 +477,7 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
     broadcast_object_list(outcome)
     if isinstance(outcome[0], Exception):
         raise outcome[0]
-    return load_plan(outdir, config, len(source)), outcome[0]
+    return load_plan(outdir, config, len(source)), outcome[0], outcome[1]
 
 
 def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, labels: Labels | None,
@@ -476,7 +498,7 @@ def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, l
         "shard_size": plan.load(config.out)[1]["shard_size"],
         "shards": totals["shards"],
         "errors": len(totals["errors"]),
-        "arguments": {name: value for name, value in run_identity(config).items() if name != "out"},
+        "arguments": given_arguments(config),
         "feature_columns": list(extractor.columns(False)),
     }
     if isinstance(extractor, LatentActionExtractor):
@@ -487,6 +509,17 @@ def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, l
     if names is not None:
         manifest["label_names"] = names
     return manifest
+
+
+def given_arguments(config: ExtractConfig) -> dict[str, Any]:
+    """The options that made the rows, as given, without `--out` and without those that do not apply (`--split`
+    without `--dataset`, `--stride` beside `--stride-seconds`, unset ones)."""
+    inapplicable = {"out"}
+    if config.dataset is None:
+        inapplicable.add("split")
+    if config.stride_seconds is not None:
+        inapplicable.add("stride")
+    return {name: value for name, value in run_identity(config).items() if name not in inapplicable and value is not None}
 
 
 def summary_lines(outdir: Path, totals: dict[str, Any], before: dict[str, Any], seconds: float, worked: bool,

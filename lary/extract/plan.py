@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lary.errors import LaryError
 from lary.extract import shards
 
 PLAN_FILE = "plan.json"
@@ -102,8 +103,15 @@ def load(outdir: Path) -> tuple[list[list[Segment]], dict[str, Any]] | None:
     path = outdir / PLAN_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    units = [[Segment(*segment) for segment in unit] for unit in data.pop("shards")]
+    try:
+        data = json.loads(path.read_text())
+        units = [[Segment(*segment) for segment in unit] for unit in data.pop("shards")]
+        lacking = sorted({"layout", "samples", "shard_size"} - set(data))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        lacking = [f"{type(error).__name__}: {error}"]
+    if lacking:
+        raise LaryError(f"{path} is damaged (lacking or unreadable: {', '.join(lacking)}): restore it, or start again "
+                        "in another --out")
     return units, data
 
 

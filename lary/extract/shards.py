@@ -9,12 +9,16 @@ each shard's latest attempt: what it reads goes to `shard-0000i-of-0000k.retry-R
 reads nothing new, no file is added and the latest sidecar is updated in place.
 
 `run.json` records what a rerun must repeat (`check_run`): the resolved inputs, the model and the options that change
-rows, never paths into the output folder, so the folder can be moved and resumed there.
+rows, never paths into the output folder, so the folder can be moved and resumed there. It also marks the folder as
+ours: a run writes only into a new or empty folder, or one whose `run.json` `lary extract` wrote (`check_folder`), and
+every sidecar names its run (`run_id`), so a shard file of another run found in the folder is never taken for done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,12 @@ RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.jsonl"
 SHARD_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})(?:\.retry-(\d+))?\.parquet$")
+RUN_KEYS = {"inputs", "model", "options"}  # the top-level keys of our run.json (see `lary.extract.command.run_record`)
+# the temporary files of our writers (`lary.parquet_shards.temporary_path`), and the lock: nothing else is removed
+OWN_TEMPORARY = re.compile(
+    r"^\.(?:shard-\d{5}-of-\d{5}(?:\.retry-\d+)?\.(?:parquet|json)|run\.json|plan\.json|manifest\.json|errors\.jsonl)"
+    r"\.\d+\.tmp$"
+)
 
 
 def shard_name(shard: int, num_shards: int, attempt: int = 0) -> str:
@@ -37,9 +47,23 @@ def shard_name(shard: int, num_shards: int, attempt: int = 0) -> str:
 
 
 def remove_temporary_files(outdir: Path) -> None:
-    """Leftovers of a killed run (call before any process starts writing)."""
+    """Leftovers of a killed run, our writers' temporary files only (call before any process starts writing)."""
     for path in outdir.glob(".*.tmp"):
-        path.unlink()
+        if OWN_TEMPORARY.match(path.name):
+            path.unlink()
+
+
+def check_folder(outdir: Path) -> None:
+    """Refuse an `--out` that is neither new, empty, nor a `lary extract` folder (one whose `run.json` we wrote, or
+    holding only our lock and temporary files: a run killed before it recorded itself), before anything is written
+    there: its files are the user's, never to be overwritten, removed or taken for finished work."""
+    if not outdir.is_dir() or read_run(outdir) is not None:  # a file there is refused when the folder is made
+        return
+    theirs = sorted(name for name in os.listdir(outdir) if name != ".lock" and not OWN_TEMPORARY.match(name))
+    if theirs:
+        shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
+        raise LaryError(f"--out {outdir} holds files lary extract did not write ({shown}) and no {RUN_FILE} of a "
+                        "lary extract run: choose a new or empty folder")
 
 
 def sidecar(outdir: Path, parquet: Path) -> dict[str, Any]:
@@ -59,11 +83,11 @@ def finished_attempts(outdir: Path, num_shards: int) -> dict[int, list[Path]]:
 
 class ShardWriter:
     """One attempt of a shard: its row batches (with their pair counts) streamed into a `ParquetShard` (row groups of
-    1,000 rows, not one per batch); `close` publishes it with its sidecar, or, for a retry that read nothing, only
-    updates the errors of the attempt before it (`previous`)."""
+    1,000 rows, not one per batch); `close` publishes it with its sidecar (which names the run, `run`), or, for a
+    retry that read nothing, only updates the errors of the attempt before it (`previous`)."""
 
-    def __init__(self, outdir: Path, name: str, schema: pa.Schema, previous: Path | None = None):
-        self.outdir, self.previous = outdir, previous
+    def __init__(self, outdir: Path, name: str, schema: pa.Schema, run: str, previous: Path | None = None):
+        self.outdir, self.run, self.previous = outdir, run, previous
         self.shard = ParquetShard(outdir / f"{name}.parquet", schema)
         self.pairs = 0
 
@@ -76,7 +100,7 @@ class ShardWriter:
             self.shard.discard()
             write_atomic(sidecar_path(self.previous), json.dumps({**sidecar(self.outdir, self.previous), "errors": errors}))
             return
-        self.shard.publish({"rows": self.shard.rows, "pairs": self.pairs, "errors": errors})
+        self.shard.publish({"rows": self.shard.rows, "pairs": self.pairs, "errors": errors, "run": self.run})
 
 
 def _damage(outdir: Path, parquet: Path) -> str | None:
@@ -90,6 +114,20 @@ def _damage(outdir: Path, parquet: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return f"its sidecar {sidecar_path(parquet).name} is missing or unreadable"
     return None if recorded == rows else f"it holds {rows} rows, its sidecar says {recorded}"
+
+
+def check_shards(outdir: Path, num_shards: int, run: str) -> None:
+    """Refuse finished shard files that another run wrote (their sidecars name another `run_id`, or none): copied or
+    left in the folder, they are not this run's work, and are neither counted nor overwritten."""
+    for paths in finished_attempts(outdir, num_shards).values():
+        for path in paths:
+            try:
+                theirs = sidecar(outdir, path).get("run")
+            except (OSError, ValueError, AttributeError):
+                continue  # a damaged sidecar: `drop_damaged` redoes the shard
+            if theirs != run:
+                raise LaryError(f"--out {outdir}: {path.name} was not written by the run {RUN_FILE} records (its sidecar "
+                                f"names run {theirs!r}, this folder's is {run!r}): move it away, or choose another --out")
 
 
 def drop_damaged(outdir: Path, num_shards: int) -> list[str]:
@@ -128,7 +166,7 @@ def _difference(name: str, there: Any, now: Any) -> str:
 def check_run(outdir: Path, record: dict[str, Any]) -> None:
     """Raise if `OUTDIR/run.json` records a different run than `record` (both from `lary.extract.command.run_record`:
     resolved inputs, the model's identity, the options that change rows)."""
-    recorded = json.loads((outdir / RUN_FILE).read_text())
+    recorded = read_run(outdir)
     if "inputs" not in recorded:
         raise LaryError(
             f"{outdir} holds a run of an earlier lary, whose {RUN_FILE} records the text of its arguments: finish it "
@@ -146,14 +184,32 @@ def check_run(outdir: Path, record: dict[str, Any]) -> None:
 
 
 def read_run(outdir: Path) -> dict[str, Any] | None:
+    """`OUTDIR/run.json` when `lary extract` wrote it (an object with our keys, or an earlier lary's `arguments`);
+    None when there is none; a file of that name that is not ours, or damaged, is refused naming it."""
     path = outdir / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise LaryError(f"--out {outdir}: {RUN_FILE} cannot be read ({error}): it is damaged, or not ours; choose "
+                        "another --out") from None
+    if not isinstance(record, dict) or not (RUN_KEYS <= set(record) or set(record) == {"arguments"}):
+        raise LaryError(f"--out {outdir}: {RUN_FILE} is not the record of a lary extract run: choose a new or empty "
+                        "folder")
+    return record
 
 
-def record_run(outdir: Path, record: dict[str, Any]) -> None:
-    """Write `run.json` unless an earlier run did (then `check_run` compares)."""
-    if not (outdir / RUN_FILE).exists():
+def run_id(record: dict[str, Any]) -> str:
+    """A run's identity in its shards' sidecars: the digest of its `run.json` record."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_run(outdir: Path, record: dict[str, Any]) -> str:
+    """Write `run.json` unless an earlier run did (then `check_run` compares); returns the run's `run_id`."""
+    if read_run(outdir) is None:
         write_atomic(outdir / RUN_FILE, json.dumps(record, indent=1))
+    return run_id(read_run(outdir))  # as read back, as every later run reads it
 
 
 def summarize(outdir: Path, num_shards: int) -> dict[str, Any]:

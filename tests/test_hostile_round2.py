@@ -1,0 +1,156 @@
+"""The second sweep of hostile and careless inputs (issue 30): an `--out` that is the user's folder or lies inside the
+source, image paths of a dataset that leave it, weights that do not fit their config (refused before the model is
+allocated), and the smaller cases (damaged run records, odd CLI values, files that are not what they claim). Each ends
+in one line (exit code 2) or an `errors.jsonl` entry, and loses nothing of the user's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from lary_tree import write_clip
+from lerobot_fixtures import CAMERAS, synthetic_episodes, write_lerobot_dataset
+from test_extract import extract, read_manifest, read_output, save_tiny_model
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from test_lerobot_hostile import tree_state
+
+from lary.errors import LaryError
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("videos")
+    write_clip(folder / "a.mp4", num_frames=4)
+    write_clip(folder / "b.mp4", num_frames=5)
+    return folder
+
+
+def write_frames(folder: Path, count: int, size: int = 32) -> Path:
+    folder.mkdir(parents=True)
+    for index in range(count):
+        Image.new("RGB", (size, size), (index * 40, 100, 0)).save(folder / f"{index}.png")
+    return folder
+
+
+def write_dataset(folder: Path, pairs: list[tuple[str, str]]) -> Path:
+    """A dataset folder of frame pairs whose Image values hold only paths (`bytes` None), as `datasets` stores images
+    it did not embed; `a.png` and `b.png` exist in it."""
+    write_frames(folder / "frames", 2)
+    for index, name in enumerate(("a.png", "b.png")):
+        shutil.move(folder / "frames" / f"{index}.png", folder / name)
+    features = datasets.Features(id=datasets.Value("string"), source_image=datasets.Image(), target_image=datasets.Image())
+    rows = datasets.Dataset.from_dict({
+        "id": [f"row{index}" for index in range(len(pairs))],
+        "source_image": [{"bytes": None, "path": first} for first, _ in pairs],
+        "target_image": [{"bytes": None, "path": second} for _, second in pairs],
+    }, features=features)
+    pq.write_table(rows.data.table, folder / "validation.parquet")  # as they are: `to_parquet` would read the paths
+    return folder
+
+
+def run(model: Path, videos: Path, out: Path, *more: str) -> int:
+    return extract("--model", str(model), "--videos", str(videos / "*.mp4"), "--out", str(out), "--num-workers", "0",
+                   "--shard-size", "4", *more)
+
+
+def refused(match: str, *args: str) -> str:
+    """`lary extract ARGS` refused on one line matching `match`; the line."""
+    with pytest.raises(LaryError, match=match) as error:
+        extract(*args, "--num-workers", "0")
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+# --- item 3: an --out that is not ours ------------------------------------------------------------------------------
+
+def test_a_folder_that_is_not_an_extraction_is_refused_and_left_as_it_was(tmp_path, tiny_model, videos):
+    """The user's draft, errors and manifest, and valid shard files of another run (without its run.json): nothing
+    is removed, overwritten, adopted, nor is a lock file added."""
+    other = tmp_path / "other"
+    assert run(tiny_model, videos, other) == 0
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / ".draft.tmp").write_text("my notes")
+    (theirs / "errors.jsonl").write_text('{"mine": 1}\n')
+    (theirs / "manifest.json").write_text('{"my": "manifest"}')
+    for path in other.glob("shard-*"):
+        shutil.copy(path, theirs / path.name)
+    before = tree_state(theirs)
+    refused(r"--out \S+/theirs holds files lary extract did not write \(\.draft\.tmp, errors\.jsonl, manifest\.json "
+            r"and \d+ more\) and no run\.json of a lary extract run: choose a new or empty folder",
+            "--model", str(tiny_model), "--videos", str(videos / "*.mp4"), "--out", str(theirs), "--shard-size", "4")
+    assert tree_state(theirs) == before and not (theirs / ".lock").exists()
+    (theirs / "run.json").write_text('{"experiment": "mine"}')  # a run.json of the user's is not ours either
+    refused(r"theirs: run\.json is not the record of a lary extract run", "--model", str(tiny_model),
+            "--videos", str(videos / "*.mp4"), "--out", str(theirs))
+
+
+def test_shards_of_another_run_in_our_folder_are_never_taken_for_done(tmp_path, tiny_model, videos):
+    """Our folder, its shards replaced by those of a run of another model (same names, valid files): refused,
+    naming the file; the user's own files beside ours survive a rerun, our leftovers do not."""
+    other_model = Path(shutil.copytree(tiny_model, tmp_path / "other_model"))
+    weights = load_file(other_model / "model.safetensors")
+    weights["quantizer.codebook"] = weights["quantizer.codebook"].flip(0)
+    save_file(weights, other_model / "model.safetensors", metadata={"format": "pt"})
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    assert run(tiny_model, videos, ours) == 0 and run(other_model, videos, other) == 0
+    (ours / ".draft.tmp").write_text("my notes")
+    (ours / ".shard-00000-of-00002.parquet.12345.tmp").write_text("a killed run's leftover")
+    assert run(tiny_model, videos, ours) == 0  # everything already extracted
+    assert (ours / ".draft.tmp").read_text() == "my notes" and not (ours / ".shard-00000-of-00002.parquet.12345.tmp").exists()
+    for path in ours.glob("shard-00001-*"):
+        path.unlink()
+    for path in other.glob("shard-00001-*"):
+        shutil.copy(path, ours / path.name)
+    other_run = json.loads((other / "shard-00001-of-00002.json").read_text())["run"]
+    refused(rf"shard-00001-of-00002\.parquet was not written by the run run\.json records \(its sidecar names run "
+            rf"'{other_run}', this folder's is '\w+'\)", "--model", str(tiny_model), "--videos", str(videos / "*.mp4"),
+            "--out", str(ours))
+
+
+@pytest.mark.parametrize("damage", ["run.json", "plan.json"])
+def test_a_damaged_run_record_is_refused_on_one_line(tmp_path, tiny_model, videos, damage):
+    out = tmp_path / "out"
+    assert run(tiny_model, videos, out) == 0
+    text = (out / damage).read_text()
+    (out / damage).write_text(text[: len(text) // 2])
+    refused(rf"{damage} (cannot be read|is damaged)", "--model", str(tiny_model), "--videos", str(videos / "*.mp4"),
+            "--out", str(out))
+    (out / damage).write_text("[1, 2]")
+    refused(rf"{damage} is (not the record of a lary extract run|damaged)", "--model", str(tiny_model),
+            "--videos", str(videos / "*.mp4"), "--out", str(out))
+
+
+# --- item 4: an --out inside the source -----------------------------------------------------------------------------
+
+def test_an_out_inside_a_lerobot_dataset_is_refused_symlinks_resolved(tmp_path, tiny_model):
+    root = write_lerobot_dataset(tmp_path / "dataset", "v3.0", synthetic_episodes([4]), 10)
+    (tmp_path / "into_meta").symlink_to(root / "meta")
+    before = tree_state(root)
+    for out, shown in ((root, ""), (root / "data" / "chunk-000", ""), (tmp_path / "into_meta" / "features", "resolves to")):
+        line = refused(r"is inside the LeRobot dataset \S+/dataset", "--model", str(tiny_model), "--lerobot", str(root),
+                       "--camera", CAMERAS[0], "--out", str(out))
+        assert shown in line
+    assert tree_state(root) == before
+
+
+def test_an_out_inside_an_image_folder_or_a_dataset_or_among_the_videos_is_refused(tmp_path, tiny_model, videos):
+    frames = write_frames(tmp_path / "frames", 3)
+    refused(r"features is inside the image folder \S+/frames", "--model", str(tiny_model), "--images", str(frames),
+            "--out", str(frames / "features"))
+    refused(r"is the folder of the input videos", "--model", str(tiny_model), "--videos", str(videos / "a.mp4"),
+            "--out", str(videos))
+    dataset = write_dataset(tmp_path / "dataset", [("a.png", "b.png")])
+    refused(r"is inside the dataset \S+/dataset", "--model", str(tiny_model), "--dataset", str(dataset),
+            "--out", str(dataset / "features"))
