@@ -52,6 +52,11 @@ class EvaluateConfig:
     warmup_epochs: float = option("Epochs of linear LR warmup.", default=0.0, group="classification probe")
     label_smoothing: float = option("Label smoothing of the cross-entropy.", default=0.1, group="classification probe")
     class_balanced: bool = option("Draw every class equally often.", default=True, group="classification probe")
+    action_chunk: Literal["exact", "resample"] = option(
+        "Action chunks of different lengths (--stride-seconds on videos at different frame rates): refuse them, before "
+        "any work, naming the ids (exact), or resample each to the train rows' most common length over its span "
+        "(resample; docs/evaluation.md).", default="exact", group="regression probe",
+    )
     residual_blocks: int = option("Residual blocks of the MLPResNet.", default=2, group="regression probe")
     warmup_fraction: float = option("Share of steps with linear LR warmup.", default=0.1, group="regression probe")
 

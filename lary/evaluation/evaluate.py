@@ -14,6 +14,7 @@ from lary import processes
 from lary.configs.evaluate import EvaluateConfig
 from lary.errors import LaryError
 
+from .chunks import chunk_steps, resample_chunk
 from .classification import PAPER_HEADS, ClassificationConfig, train_classification
 from .features import (
     ExtractedSplit,
@@ -174,6 +175,15 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
     }
 
 
+def _resample_chunks(steps: int, *splits: ExtractedSplit) -> dict:
+    """Every split's action chunks at `steps` steps (see `chunks`); what was done, for results.json."""
+    resampled = {}
+    for name, split in zip(("train", "validation"), splits):
+        resampled[name] = sum(len(action) != steps for action in split.actions)
+        split.actions = [resample_chunk(action, steps) for action in split.actions]
+    return {"steps": steps, "resampled_rows": resampled}
+
+
 def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSplit, out: Path) -> dict:
     config = RegressionConfig(
         hidden_dim=args.hidden_dim or WIDTH["regression"],
@@ -224,6 +234,10 @@ def evaluate(args: EvaluateConfig) -> dict:
     set_seed(args.seed)
     target = "label" if args.task == "classification" else args.target
     split_info = None
+    steps = None  # before any work: chunks of one length, or the length to resample them to
+    if args.task == "regression":
+        folders = [args.data] if args.data is not None else [args.train, args.validation]
+        steps = chunk_steps(folders, target, resample=args.action_chunk == "resample")
     with accelerator.local_main_process_first():  # one process per machine writes the feature cache
         if args.data is not None:  # one folder, split by episode or clip
             group = "episode_index" if args.split_by == "episode" else "id"
@@ -239,6 +253,7 @@ def evaluate(args: EvaluateConfig) -> dict:
             f"train features come from model {train.manifest.get('model')!r} ({args.train}) "
             f"but validation features from {validation.manifest.get('model')!r} ({args.validation})"
         )
+    action_chunk = _resample_chunks(steps, train, validation) if args.action_chunk == "resample" and steps else None
     codebook_size = one_hot_indices(train, validation) if train.feature_name == "action_indices" else None
     check_feature_shapes(train, validation)
     out = args.out
@@ -257,6 +272,7 @@ def evaluate(args: EvaluateConfig) -> dict:
         "splits": {"train": _split_info(train), "validation": _split_info(validation), "split": split_info},
         "num_processes": accelerator.num_processes,
         "seed": args.seed,
+        **({"action_chunk": action_chunk} if args.task == "regression" else {}),
         **task(args, accelerator, train, validation, out),
     }
     if accelerator.is_main_process:
