@@ -154,3 +154,24 @@ def test_an_out_inside_an_image_folder_or_a_dataset_or_among_the_videos_is_refus
     dataset = write_dataset(tmp_path / "dataset", [("a.png", "b.png")])
     refused(r"is inside the dataset \S+/dataset", "--model", str(tiny_model), "--dataset", str(dataset),
             "--out", str(dataset / "features"))
+
+
+# --- item 5: a dataset's image paths stay inside it -----------------------------------------------------------------
+
+def test_image_paths_of_a_dataset_are_read_inside_its_folder_only(tmp_path, tiny_model, monkeypatch):
+    """Relative paths against the dataset's folder (not the working directory, which holds other files of those
+    names); absolute ones, `..` and a symlink out of the folder are that row's error, naming the path."""
+    secret = write_frames(tmp_path / "elsewhere", 1)
+    (secret / "a.png").write_bytes(b"not an image: the dataset's a.png is another file")
+    dataset = write_dataset(tmp_path / "dataset", [("a.png", "b.png"), (str(secret / "0.png"), "b.png"),
+                                                   ("../elsewhere/0.png", "a.png"), ("link.png", "a.png")])
+    (dataset / "link.png").symlink_to(secret / "0.png")
+    monkeypatch.chdir(secret)  # its a.png is not the dataset's (and not an image)
+    out = tmp_path / "out"
+    assert extract("--model", str(tiny_model), "--dataset", str(dataset), "--out", str(out), "--num-workers", "0") == 1
+    assert read_output(out).column("id").to_pylist() == ["row0"]
+    reasons = [json.loads(line)["reason"] for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert len(reasons) == 3
+    assert "is an absolute path; it must be relative to" in reasons[0]
+    assert "'../elsewhere/0.png' leads out of" in reasons[1]
+    assert "'link.png' leads out of" in reasons[2] and "through a symlink" in reasons[2]

@@ -16,7 +16,8 @@ from datasets.data_files import get_data_patterns, resolve_pattern, sanitize_pat
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from lary.errors import LaryError
+from lary.errors import LaryError, MediaError
+from lary.paths import inside
 
 DEFAULT_CONFIG = "default"
 
@@ -94,3 +95,19 @@ def load_lary_split(
     return datasets.load_dataset(
         "parquet", data_files={split: files}, split=split, features=features, streaming=streaming
     )
+
+
+def dataset_image(value: dict | None, folder: Path | None, where: str) -> bytes | Path | None:
+    """What to read for a 🤗 `datasets` Image value (`{"bytes", "path"}`) of a dataset: its bytes, else its `path`,
+    which must lie inside the dataset's local `folder` (`lary.paths.inside`: relative to it, never to the working
+    directory; an absolute path, `..` or a symlink out of it is a `MediaError` naming the path). A Hub dataset
+    (`folder` None) must hold its images' bytes: a path there names a file of another machine, or anywhere."""
+    if value is None or value.get("bytes") is not None or value.get("path") is None:
+        return None if value is None else value.get("bytes")
+    if folder is None:
+        raise MediaError(where, f"the image holds no bytes, only the path {value['path']!r}, which is not read (the "
+                                "dataset is not a local folder)")
+    try:
+        return inside(folder, value["path"], "an image path of the dataset")
+    except LaryError as error:
+        raise MediaError(where, str(error)) from None

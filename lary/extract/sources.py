@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lary.data.loading import load_lary_split
+from lary.data.loading import dataset_image, load_lary_split
 from lary.errors import LaryError, MediaError, path_text
 from lary.extract.plan import Segment
 from lary.frames import VideoFrame, decode_video, image_files, probe_video, read_image, video_rate
@@ -156,6 +156,8 @@ class DatasetSource:
         self.num_rows = len(dataset) if limit is None else min(limit, len(dataset))
         self.where = f"{path}[{config}/{split}]" if config else f"{path}[{split}]"
         self.root = path
+        local = Path(path).expanduser()
+        self.folder = local if local.is_dir() else None  # where its image paths lie (None: a Hub dataset's cache)
 
     def __len__(self) -> int:
         return self.num_rows
@@ -168,7 +170,7 @@ class DatasetSource:
         row = self.rows[index].to_pylist()[0]
         where = f"{self.where} row {index} ({self.sample_id(index)})"
         images = [row["source_image"], row["target_image"]] if self.kind == "pair" else row["frames"] or []
-        frames = [read_image(image, where) for image in images]
+        frames = [read_image(dataset_image(image, self.folder, where), where) for image in images]
         if not frames:
             raise MediaError(where, "no frames")
         return frames, {name: row[name] for name in self.passthrough_types}
