@@ -3,10 +3,70 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
-from huggingface_hub.dataclasses import strict
-from transformers import DINOv3ViTConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+# The Hub files run on transformers 4.51 to 5.x (tests/test_transformers_versions.py): what differs is detected here.
+try:
+    from transformers import PreTrainedConfig
+except ImportError:  # transformers 4
+    from transformers import PretrainedConfig as PreTrainedConfig
+try:  # transformers >= 5.6: sub-configs with their defaults
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:
+    SubConfigSpec = None
+
+# transformers 5's configs are `@strict` dataclasses, checked when built; 4's take `__init__` keyword arguments.
+STRICT_DATACLASSES = dataclasses.is_dataclass(PreTrainedConfig)
+if STRICT_DATACLASSES:
+    from huggingface_hub.dataclasses import strict
+else:
+
+    def strict(cls):
+        """transformers 4: no `@strict`; the config's `__init__` calls `validate_architecture` itself."""
+        return cls
+
+
+# DINOv3 ViT's fields and defaults, as transformers' `DINOv3ViTConfig` has them.
+DINOV3_DEFAULTS = {
+    "patch_size": 16,
+    "hidden_size": 384,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 6,
+    "hidden_act": "gelu",
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-5,
+    "rope_theta": 100.0,
+    "image_size": 224,
+    "num_channels": 3,
+    "query_bias": True,
+    "key_bias": False,
+    "value_bias": True,
+    "proj_bias": True,
+    "mlp_bias": True,
+    "layerscale_value": 1.0,
+    "drop_path_rate": 0.0,
+    "use_gated_mlp": False,
+    "num_register_tokens": 0,
+    "pos_embed_shift": None,
+    "pos_embed_jitter": None,
+    "pos_embed_rescale": 2.0,
+}
+
+try:
+    from transformers import DINOv3ViTConfig
+except ImportError:  # transformers < 4.56 has no DINOv3; modeling_lapa_dinov3.py brings the ViT too
+
+    class DINOv3ViTConfig(PreTrainedConfig):
+        """DINOv3 ViT's configuration where transformers has none: its fields, other keys kept as attributes."""
+
+        model_type = "dinov3_vit"
+
+        def __init__(self, **kwargs):
+            for name, default in DINOV3_DEFAULTS.items():
+                setattr(self, name, kwargs.pop(name, default))
+            super().__init__(**kwargs)
 
 # DINOv3 ViT-L/16 (the backbone of the released `AGI-Eval/LAPA-DINOv3` weights).
 DINOV3_VITL16 = {
@@ -127,9 +187,12 @@ class LapaDinov3Config(PreTrainedConfig):
     """
 
     model_type = "lapa_dinov3"
-    sub_configs_defaults = {
-        "backbone_config": SubConfigSpec(config_class=DINOv3ViTConfig, init_kwargs=DINOV3_VITL16),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            "backbone_config": SubConfigSpec(config_class=DINOv3ViTConfig, init_kwargs=DINOV3_VITL16),
+        }
+    else:
+        sub_configs = {"backbone_config": DINOv3ViTConfig}
 
     backbone_config: dict | PreTrainedConfig | None = None
     quant_dim: int = 32
@@ -147,13 +210,25 @@ class LapaDinov3Config(PreTrainedConfig):
     discarding_threshold: float = 0.1
     initializer_range: float = 0.02
 
+    if not STRICT_DATACLASSES:
+
+        def __init__(self, **kwargs):
+            """transformers 4: the fields from keyword arguments (else the defaults above), then as in 5."""
+            for name in LapaDinov3Config.__annotations__:
+                setattr(self, name, kwargs.pop(name, getattr(LapaDinov3Config, name)))
+            self.__post_init__(**kwargs)
+
     def __post_init__(self, **kwargs):
         if isinstance(self.backbone_config, dict):
             self.backbone_config = DINOv3ViTConfig(**{**DINOV3_VITL16, **self.backbone_config})
         elif self.backbone_config is None:
             self.backbone_config = DINOv3ViTConfig(**DINOV3_VITL16)
         kwargs.setdefault("custom_pipelines", copy.deepcopy(CUSTOM_PIPELINES))
-        super().__post_init__(**kwargs)
+        if STRICT_DATACLASSES:
+            super().__post_init__(**kwargs)
+        else:
+            super().__init__(**kwargs)
+            self.validate_architecture()
 
     def validate_architecture(self):
         """Check that every size is within its range (`RANGES`, `BACKBONE_RANGES`), and that the code sequence length

@@ -7,15 +7,17 @@ latent actions; a cross-attention decoder predicts the second frame's DINOv3 fea
 features and the latent actions. Numerically identical to LARYBench's `LatentActionQuantizationDinov3Feature`.
 """
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DINOv3ViTModel, PreTrainedModel
-from transformers import initialization as init
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithCrossAttentions,
@@ -23,10 +25,109 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs, maybe_install_capturing_hooks
+from transformers.utils import ModelOutput, can_return_tuple
 
-from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, LapaDinov3Config
+from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, DINOv3ViTConfig, LapaDinov3Config
+
+# The Hub files run on transformers 4.51 to 5.x (tests/test_transformers_versions.py): what an older one lacks is
+# detected here and made up for by the smallest stand-in.
+try:
+    from transformers import initialization as init  # transformers 5: skips the weights a checkpoint loaded
+except ImportError:  # transformers 4 calls `_init_weights` only on modules that were not loaded
+    from torch.nn import init
+try:
+    from transformers.utils import TransformersKwargs
+except ImportError:  # transformers < 4.54
+
+    class TransformersKwargs(TypedDict, total=False):
+        output_attentions: bool
+        output_hidden_states: bool
+
+
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # transformers < 4.52
+
+    class GradientCheckpointingLayer(nn.Module):
+        """A layer that `gradient_checkpointing_enable()` checkpoints: its keyword arguments are bound, its positional
+        ones (the tensors that carry gradients) go through the checkpoint."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                return self._gradient_checkpointing_func(functools.partial(super().__call__, **kwargs), *args)
+            return super().__call__(*args, **kwargs)
+
+
+try:
+    from transformers.utils.output_capturing import OutputRecorder, capture_outputs, maybe_install_capturing_hooks
+except ImportError:  # transformers 4: the records of `_can_record_outputs` kept by hooks of the call that asks
+
+    @dataclass
+    class OutputRecorder:
+        """Record the outputs of `target_class` layers (item `index` of a tuple), of those named `layer_name` only."""
+
+        target_class: type[nn.Module]
+        index: int = 0
+        layer_name: str | None = None
+
+    def maybe_install_capturing_hooks(model: nn.Module) -> None:
+        """Nothing to install ahead: `capture_outputs` hooks the layers for each call that records."""
+
+    def capture_outputs(tie_last_hidden_states: bool = True):
+        """Set the output's `hidden_states` (the first layer's input, then each layer's output) and attentions from
+        the layers `_can_record_outputs` names, when `output_hidden_states` / `output_attentions` (else the config)
+        asks. The last hidden state is recorded as its layer made it (`tie_last_hidden_states=False`)."""
+
+        def decorate(forward: Callable) -> Callable:
+            @functools.wraps(forward)
+            def recording(self, *args, **kwargs):
+                records, handles = {}, []
+                for key, recorder in self._can_record_outputs.items():
+                    flag = "output_hidden_states" if key == "hidden_states" else "output_attentions"
+                    if not kwargs.get(flag, getattr(self.config, flag, False)):
+                        continue
+                    if not isinstance(recorder, OutputRecorder):
+                        recorder = OutputRecorder(recorder, index=0 if key == "hidden_states" else 1)
+                    records[key] = []
+                    hook = functools.partial(_record, records[key], recorder.index, key == "hidden_states")
+                    handles += [
+                        module.register_forward_hook(hook)
+                        for name, module in self.named_modules()
+                        if isinstance(module, recorder.target_class)
+                        and (recorder.layer_name is None or f".{recorder.layer_name}." in f".{name}.")
+                    ]
+                try:
+                    output = forward(self, *args, **kwargs)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                for key, values in records.items():
+                    output[key] = tuple(values)
+                return output
+
+            return recording
+
+        return decorate
+
+    def _record(values: list, index: int, with_input: bool, module: nn.Module, args: tuple, output) -> None:
+        if with_input and not values:
+            values.append(args[0])
+        value = output[index] if isinstance(output, tuple) else output
+        if value is not None:  # SDPA returns no attention weights
+            values.append(value)
+
+
+def attention_function(implementation: str | None) -> Callable:
+    """The attention of `ALL_ATTENTION_FUNCTIONS` that a config names; ours (eager) for "eager" or none."""
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    if implementation in (None, "eager"):  # transformers < 4.56
+        return eager_attention_forward
+    # not causal: transformers 4.51's SDPA makes attention without a mask causal, whatever the module's `is_causal`
+    return functools.partial(ALL_ATTENTION_FUNCTIONS[implementation], is_causal=False)
+
 
 # Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
 # it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
@@ -211,9 +312,7 @@ class LapaDinov3Attention(nn.Module):
             attn_output = eager_attention_forward(self, query, key, value, None, self.scaling)[0]
             return self.o_proj(attn_output.flatten(2)), None  # no weights, as with SDPA
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        attention_interface = attention_function(self.config._attn_implementation)
         attn_output, attn_weights = attention_interface(
             self, query, key, value, attention_mask, scaling=self.scaling, **kwargs
         )
@@ -366,6 +465,183 @@ class LapaDinov3Quantizer(nn.Module):
         return int(unused.numel())
 
 
+# DINOv3 ViT where transformers has none (< 4.56), with the weight names of transformers' `DINOv3ViTModel` (4.x layout;
+# transformers 5 renames `layer.` to `model.layer.` when it loads and back when it saves). The backbone is frozen and
+# in eval mode, so what only training uses (RoPE coordinate jitter, drop path, masked patches) is left out.
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+class Dinov3Embeddings(nn.Module):
+    """The class token, the register tokens, then the patch embeddings (`mask_token` kept for the weights' names)."""
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, config.hidden_size))
+        self.patch_embeddings = nn.Conv2d(
+            config.num_channels, config.hidden_size, _pair(config.patch_size), stride=_pair(config.patch_size)
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
+        prefix = (self.cls_token, self.register_tokens)
+        return torch.cat([token.expand(patches.shape[0], -1, -1) for token in prefix] + [patches], dim=1)
+
+
+class Dinov3Rope(nn.Module):
+    """2D rotary position embedding: (cos, sin) of each patch centre's (y, x) in [-1, 1], a quarter of a head's
+    width of frequencies per axis, the whole repeated twice."""
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        self.patch_size = _pair(config.patch_size)
+        head_dim = config.hidden_size // config.num_attention_heads
+        inv_freq = 1 / config.rope_theta ** torch.arange(0, 1, 4 / head_dim, dtype=torch.float32)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = [size // patch for size, patch in zip(pixel_values.shape[-2:], self.patch_size)]
+        axes = [torch.arange(0.5, n, dtype=torch.float32, device=pixel_values.device) / n for n in grid]
+        centres = 2.0 * torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1) - 1.0  # (h*w, 2)
+        angles = (2 * math.pi * centres[:, :, None] * self.inv_freq).flatten(1).tile(2)
+        return angles.cos().to(pixel_values.dtype), angles.sin().to(pixel_values.dtype)
+
+
+def rotate_patches(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the patch tokens (the last `len(cos)`); the class and register tokens before them stay as they are."""
+    prefix, patches = x.split((x.shape[-2] - cos.shape[-2], cos.shape[-2]), dim=-2)
+    first, second = patches.chunk(2, dim=-1)
+    return torch.cat((prefix, patches * cos + torch.cat((-second, first), dim=-1) * sin), dim=-2)
+
+
+class Dinov3Attention(nn.Module):
+    """Multi-head self-attention with RoPE on the patches, on the config's attention implementation."""
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.config = config
+        self.heads = config.num_attention_heads
+        self.scaling = (dim // self.heads) ** -0.5
+        self.is_causal = False
+        self.q_proj = nn.Linear(dim, dim, bias=config.query_bias)
+        self.k_proj = nn.Linear(dim, dim, bias=config.key_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=config.value_bias)
+        self.o_proj = nn.Linear(dim, dim, bias=config.proj_bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor], **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        query, key, value = (
+            proj(hidden_states).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        query, key = (rotate_patches(x, *position_embeddings) for x in (query, key))
+        attention = attention_function(self.config._attn_implementation)
+        attn_output, attn_weights = attention(self, query, key, value, None, scaling=self.scaling, **kwargs)
+        return self.o_proj(attn_output.flatten(2)), attn_weights
+
+
+class Dinov3LayerScale(nn.Module):
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((config.hidden_size,), float(config.layerscale_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.lambda1
+
+
+class Dinov3Mlp(nn.Module):
+    """`up_proj`, the activation, `down_proj`; gated by `gate_proj` when `use_gated_mlp`."""
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        dim, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(dim, inner, bias=bias) if config.use_gated_mlp else None
+        self.up_proj = nn.Linear(dim, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, dim, bias=bias)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            return self.down_proj(self.act(self.up_proj(x)))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Dinov3Layer(GradientCheckpointingLayer):
+    """Pre-norm attention and feed-forward, each scaled per channel and residual."""
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = Dinov3Attention(config)
+        self.layer_scale1 = Dinov3LayerScale(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = Dinov3Mlp(config)
+        self.layer_scale2 = Dinov3LayerScale(config)
+
+    def forward(
+        self, x: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor], **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, attn_weights = self.attention(self.norm1(x), position_embeddings, **kwargs)
+        x = self.layer_scale1(attended) + x
+        return self.layer_scale2(self.mlp(self.norm2(x))) + x, attn_weights
+
+
+class Dinov3ViT(nn.Module):
+    """The DINOv3 ViT of transformers' `DINOv3ViTModel` (eval mode), for transformers without it.
+
+    `hidden_states` are the embeddings then each layer's output (before the final norm), `attentions` each layer's
+    weights (eager attention), as transformers records them.
+    """
+
+    def __init__(self, config: DINOv3ViTConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Dinov3Embeddings(config)
+        self.rope_embeddings = Dinov3Rope(config)
+        self.layer = nn.ModuleList(Dinov3Layer(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)
+        x = self.embeddings(pixel_values)
+        position_embeddings = self.rope_embeddings(pixel_values)
+        hidden_states, attentions = [x], []
+        for layer in self.layer:
+            x, attn_weights = layer(x, position_embeddings, **kwargs)
+            hidden_states.append(x)
+            attentions += [] if attn_weights is None else [attn_weights]
+        output = self.norm(x)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        return BaseModelOutputWithPooling(
+            last_hidden_state=output,
+            pooler_output=output[:, 0],
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+
+try:
+    from transformers import DINOv3ViTModel
+except ImportError:  # transformers < 4.56
+    DINOv3ViTModel = Dinov3ViT
+
+
 def _unflatten(value: torch.Tensor | tuple | None, shape: tuple[int, ...]):
     """Split the leading axis of a tensor, or of each tensor of a tuple, into `shape`."""
     if isinstance(value, tuple):
@@ -379,7 +655,7 @@ class LapaDinov3PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["DINOv3ViTEmbeddings", "DINOv3ViTLayer", "LapaDinov3Block"]
+    _no_split_modules = ["DINOv3ViTEmbeddings", "DINOv3ViTLayer", "Dinov3Embeddings", "Dinov3Layer", "LapaDinov3Block"]
     _supports_sdpa = True
     _can_record_outputs = {
         "hidden_states": LapaDinov3Block,
