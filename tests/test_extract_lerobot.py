@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -82,9 +83,22 @@ def test_export_writes_the_latent_actions_back_and_the_probe_reads_them(tmp_path
                       "--no-vectors"]) == 0
     features = json.loads((tmp_path / "copy" / "meta" / "info.json").read_text())["features"]
     assert INDICES in features and VALID in features and "latent_action.vectors" not in features
+    # what (t, t + K) the codes describe and what made them, where LeRobot keeps a feature's own metadata
+    manifest = read_manifest(out)
+    assert features[INDICES]["info"] == features[VALID]["info"] == {
+        "latent_action.stride_frames": 3, "latent_action.model": str(tiny_model),
+        "latent_action.model_revision": manifest["model_revision"], "latent_action.dtype": "float32",
+        "latent_action.stride_seconds": None,
+        "latent_action.codebook_size": AutoModel.from_pretrained(tiny_model).config.codebook_size}
+    assert manifest["model_revision"]
     copy = open_lerobot(tmp_path / "copy", camera=CAMERAS[0])
     episode = copy.read_episode(copy.episodes[2])
     assert len(episode.columns["frame_index"]) == LENGTHS[2]
+    # and its data files load as LeRobot loads them (datasets' Parquet builder, features from the files' metadata)
+    frames = datasets.load_dataset("parquet", data_files=str(tmp_path / "copy" / "data" / "*" / "*.parquet"),
+                                   split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(frames) == sum(LENGTHS) and frames.features[VALID].dtype == "bool"
+    assert sum(frames[VALID]) == sum(length - 3 for length in LENGTHS)
 
     results_dir = tmp_path / "probe"
     assert lary_main(["evaluate", "--task", "regression", "--data", str(out), "--split-by", "episode",
@@ -114,3 +128,14 @@ def test_real_robot_video_and_an_episode_shorter_than_its_table(tmp_path, tiny_m
         extract("--model", str(tiny_model), "--lerobot", str(root), "--camera", "observation.images.side", "--out", str(tmp_path / "x"))
     with pytest.raises(LaryError, match="no episode 7"):
         extract("--model", str(tiny_model), "--lerobot", str(root), "--episodes", "7", "--out", str(tmp_path / "y"))
+
+
+def test_an_export_of_stride_seconds_records_the_seconds_and_the_frames(tmp_path, tiny_model):
+    root = write_lerobot_dataset(tmp_path / "ds", "v3.0", synthetic_episodes([12, 9]), fps=10)
+    out = tmp_path / "out"
+    assert extract("--model", str(tiny_model), "--lerobot", str(root), "--camera", CAMERAS[0], "--stride-seconds",
+                   "0.3", "--out", str(out)) == 0
+    assert lary_main(["export", "--lerobot", str(root), "--latent-actions", str(out), "--out", str(tmp_path / "copy"),
+                      "--no-vectors"]) == 0
+    info = json.loads((tmp_path / "copy" / "meta" / "info.json").read_text())["features"][INDICES]["info"]
+    assert (info["latent_action.stride_seconds"], info["latent_action.stride_frames"]) == (0.3, 3)

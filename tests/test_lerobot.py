@@ -447,10 +447,14 @@ def test_export_round_trip(synthetic, tmp_path, version, stride):
 
     info = json.loads((out / "meta/info.json").read_text())
     original_info = json.loads((root / "meta/info.json").read_text())
+    # each new feature says what its pairs are (shards without lary extract's manifest: how they were made is unknown)
+    made = {"latent_action.stride_frames": stride} | {
+        f"latent_action.{key}": None for key in ("model", "model_revision", "dtype", "stride_seconds", "codebook_size")
+    }
     assert info["features"] == original_info["features"] | {
-        INDICES: {"dtype": "int64", "shape": [CODES], "names": None},
-        VECTORS: {"dtype": "float32", "shape": [CODES, WIDTH], "names": None},
-        VALID: {"dtype": "bool", "shape": [1], "names": None},
+        INDICES: {"dtype": "int64", "shape": [CODES], "names": None, "info": made},
+        VECTORS: {"dtype": "float32", "shape": [CODES, WIDTH], "names": None, "info": made},
+        VALID: {"dtype": "bool", "shape": [1], "names": None, "info": made},
     }
     assert {key: value for key, value in info.items() if key != "features"} == {
         key: value for key, value in original_info.items() if key != "features"

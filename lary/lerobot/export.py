@@ -10,6 +10,14 @@ Frame t of an episode holds the latent action of its pair `(t, t + K)`:
   so a lookup fails loudly) and zero vectors. Not `*_is_pad`: `LeRobotDataset` makes `<key>_is_pad` itself for
   `delta_timestamps` queries, and a stored feature of that form could clash with them.
 
+Each new feature's entry in info.json carries an `info` dict, as LeRobot's video features carry theirs, saying what
+the codes describe and how they were made, so that a run reading the copy can tell and re-create them:
+`latent_action.stride_frames` (K: the pair of frame t is (t, t + K)), `latent_action.stride_seconds` (the
+`--stride-seconds` K came from, or null for `--stride`), `latent_action.model` and `latent_action.model_revision`
+(the Hub id and commit, or the folder and a hash of its weights), `latent_action.dtype` (what the model computed in)
+and `latent_action.codebook_size` when known, read from `lary extract`'s manifest.json and run.json beside the
+shards (null when the input is a table or a folder without them).
+
 Stats (meta/stats.json and the per-episode stats, see `stats.py`) of indices and vectors are over valid frames only
 (the fill values are not data); an episode without any has none (null in v3.0's episodes table, absent from v2.1's
 episodes_stats.jsonl). `valid`'s stats are over all frames: its mean is the fraction of frames with a latent action.
@@ -44,6 +52,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lary.errors import LaryError
+from lary.extract.shards import read_manifest, read_run
 from lary.logs import progress_hidden
 from lary.paths import inside, outside
 
@@ -70,6 +79,22 @@ VALID = "latent_action.valid"
 KEY_COLUMNS = ("episode_index", "frame_index", "next_frame_index")
 FILL_INDEX = -1
 UNFINISHED = ".lary-export-unfinished"  # marks OUT.incomplete as ours: a rerun may remove it
+PROVENANCE = ("model", "model_revision", "dtype", "stride_seconds", "codebook_size")
+
+
+def provenance(latent_actions: pa.Table | str | Path) -> dict[str, object]:
+    """How the codes were made, from `lary extract`'s manifest.json and run.json when `latent_actions` is its folder:
+    the model (id or folder), its revision (Hub commit or weights hash), the dtype it computed in, the
+    `--stride-seconds` asked for (None for `--stride`) and the codebook size. Values not known are None."""
+    found: dict[str, object] = dict.fromkeys(PROVENANCE)
+    folder = None if isinstance(latent_actions, pa.Table) else Path(latent_actions)
+    if folder is None or not (folder / "manifest.json").is_file():
+        return found
+    manifest, run = read_manifest(folder), read_run(folder) or {}
+    found |= {"model": manifest.get("model"), "model_revision": manifest.get("model_revision"),
+              "dtype": run.get("options", {}).get("dtype"), "stride_seconds": manifest.get("stride_seconds"),
+              "codebook_size": (manifest.get("label_health") or {}).get("codebook_size")}
+    return found
 
 
 class _Input:
@@ -165,8 +190,8 @@ def _list_values(column: pa.ChunkedArray, shape: tuple[int, ...], what: str) -> 
 class _Latents:
     """The new columns of each episode, from the input rows of its pairs."""
 
-    def __init__(self, rows: _Input, stride: int, with_vectors: bool):
-        self.rows, self.stride, self.with_vectors = rows, stride, with_vectors
+    def __init__(self, rows: _Input, stride: int, with_vectors: bool, made: dict[str, object]):
+        self.rows, self.stride, self.with_vectors, self.made = rows, stride, with_vectors, made
         first = rows.episode(next(iter(rows.parts_of)), ["action_indices", "latent_actions"]).slice(0, 1).to_pylist()[0]
         self.codes = len(first["action_indices"])
         self.width = len(first["latent_actions"][0])
@@ -190,11 +215,12 @@ class _Latents:
         return columns
 
     def features(self) -> dict[str, dict]:
-        """The new entries of info.json's `features`."""
-        features = {INDICES: {"dtype": "int64", "shape": [self.codes], "names": None}}
+        """The new entries of info.json's `features`, each with the `info` of how its codes were made."""
+        info = {"latent_action.stride_frames": self.stride} | {f"latent_action.{k}": v for k, v in self.made.items()}
+        features = {INDICES: {"dtype": "int64", "shape": [self.codes], "names": None, "info": info}}
         if self.with_vectors:
-            features[VECTORS] = {"dtype": "float32", "shape": [self.codes, self.width], "names": None}
-        features[VALID] = {"dtype": "bool", "shape": [1], "names": None}
+            features[VECTORS] = {"dtype": "float32", "shape": [self.codes, self.width], "names": None, "info": info}
+        features[VALID] = {"dtype": "bool", "shape": [1], "names": None, "info": info}
         return features
 
     def arrow(self, columns: dict[str, np.ndarray]) -> dict[str, pa.Array]:
@@ -376,7 +402,7 @@ def export_latent_actions(
     files = _source_files(root)
     rows = _Input(latent_actions)
     stride = _check_pairs(rows.keys, lengths, rows.where)
-    latents = _Latents(rows, stride, with_vectors)
+    latents = _Latents(rows, stride, with_vectors, provenance(latent_actions))
     rewritten = {root / INFO_PATH, root / STATS_PATH, root / EPISODES_STATS_JSONL, *data_files}
     rewritten |= set(episodes_files(root))
 
