@@ -1,9 +1,9 @@
 """transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on LAPA-DINOv3.
 
 The installed transformers has no tests; its source distribution (sdist) has the two common files. This module takes
-them from `TRANSFORMERS_TESTS` (the sdist's `tests/` folder), or else downloads the sdist of the installed version
-from the package index once (`pip download --no-binary`, a few seconds, into `$LARY_CACHE`), and skips with the reason
-when it cannot (in CI, where the index is reachable, it fails instead). About 15 s.
+them from the sdist's `tests/` folder that `python tests/transformers_sdist.py` fetches once (`.ci/run` does), or from
+`TRANSFORMERS_TESTS`; it never downloads. Without the folder it skips with the reason (in CI it fails instead). About
+15 s.
 
 The common files import modules the distribution does not ship (the export and generation mixins, the config
 test's common keyword arguments); they are stood in for by empty ones here, which drops nothing these tests use for a
@@ -16,14 +16,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import unittest
 from pathlib import Path
 
 import pytest
+import transformers_sdist
 
 COMMON_FILES = ("test_modeling_common.py", "test_configuration_common.py")
 STAND_INS = {
@@ -41,27 +40,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason, allow_module_level=True)
 
 
-def _downloaded_tests() -> Path:
-    """The `tests/` folder of the installed transformers' sdist, downloaded and unpacked once into `$LARY_CACHE`."""
-    import transformers
-
-    version = transformers.__version__
-    folder = Path(os.environ.get("LARY_CACHE", Path.home() / ".cache" / "lary")) / f"transformers-sdist-{version}"
-    tests = folder / f"transformers-{version}" / "tests"
-    if not tests.is_dir():
-        result = subprocess.run([sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary",
-                                 ":all:", "--no-deps", "--no-build-isolation", "-q", "-d", str(folder)],
-                                capture_output=True, text=True, timeout=300)
-        archives = sorted(folder.glob(f"transformers-{version}.tar.gz"))
-        if result.returncode != 0 or not archives:
-            _unavailable(f"transformers {version}'s sdist could not be downloaded: {result.stderr.strip()[-300:]}")
-        with tarfile.open(archives[0]) as archive:
-            members = [m for m in archive.getmembers() if m.name.startswith(f"transformers-{version}/tests/")]
-            archive.extractall(folder, members=members, filter="data")
-    return tests
-
-
-source = os.environ.get("TRANSFORMERS_TESTS") or str(_downloaded_tests())
+source = transformers_sdist.tests_folder()
+if not source.is_dir():
+    _unavailable(f"{source} is absent: fetch transformers' common tests once with `python tests/transformers_sdist.py`")
 
 
 def _common_tests_package(source: Path) -> str:
@@ -82,7 +63,7 @@ def _common_tests_package(source: Path) -> str:
     return package.name
 
 
-_package = _common_tests_package(Path(source))
+_package = _common_tests_package(source)
 configuration_common = __import__(f"{_package}.test_configuration_common", fromlist=["ConfigTester"])
 modeling_common = __import__(f"{_package}.test_modeling_common", fromlist=["ModelTesterMixin"])
 
