@@ -29,7 +29,8 @@ def _unavailable(reason: str) -> None:
 
 def python_with(requirements: list[str], system_site_packages: bool = True) -> Path:
     """The Python executable of an environment holding `requirements` (pip's syntax), made once and cached."""
-    key = json.dumps({"requirements": sorted(requirements), "system": system_site_packages, "base": sys.prefix})
+    # a venv made from inside a venv (tests/floor_env.py) sees the interpreter's packages, not the outer venv's
+    key = json.dumps({"requirements": sorted(requirements), "system": system_site_packages, "base": sys.base_prefix})
     name = hashlib.sha256(key.encode()).hexdigest()[:16]
     folder = Path(os.environ.get("LARY_TEST_ENVS", Path.home() / ".cache" / "lary" / "test-envs")) / name
     python = folder / "bin" / "python"
