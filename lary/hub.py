@@ -95,6 +95,7 @@ def load_pretrained(loader, name: str | Path, flag: str, allow_missing_weights: 
         )
     if problems:
         logger.warning("%s %s: %s (%s)", flag, name, problems, allow_option)
+    _refuse_non_finite(model, f"{flag} {name}")
     return model
 
 
@@ -143,6 +144,19 @@ def _weight_problems(info) -> str:
     if shapes:
         parts.append("mis-shaped weights " + ", ".join(key + shape for key, shape in sorted(shapes.items())[:MAX_KEYS_NAMED]))
     return "; ".join(parts)
+
+
+def _refuse_non_finite(model, where: str) -> None:
+    """Weights holding NaN or infinity (a training run that diverged) give NaN vectors and the codes of nothing:
+    refused, with no override, naming them (layer indices merged, as `_weight_problems` names keys)."""
+    from transformers.utils.loading_report import update_key_name
+
+    bad = [key for key, tensor in model.state_dict().items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if bad:
+        keys = sorted(update_key_name(bad))
+        more = f" and {len(keys) - MAX_KEYS_NAMED} more" if len(keys) > MAX_KEYS_NAMED else ""
+        raise LaryError(f"{where}: weights {', '.join(keys[:MAX_KEYS_NAMED])}{more} hold NaN or infinity; a model "
+                        "whose training diverged gives no latent actions")
 
 
 def _unreadable_weights(name: str | Path) -> str:
