@@ -3,6 +3,7 @@ their own (lr, weight decay) trained at once, as in LARYBench's frozen-feature v
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -179,6 +180,7 @@ class ClassificationResult:
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
+    diverged_heads: list[int] = field(default_factory=list)  # their loss went NaN or infinite: never chosen
 
 
 def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -257,15 +259,20 @@ def train_classification(
             entry["held_out_accuracy"] = [(head.argmax(-1) == held_labels).double().mean().item() for head in held_logits]
         history.append(entry)
     scores = history[-1]["held_out_accuracy" if held_out is not None else "validation_accuracy"]
+    # a head whose loss went NaN predicts the argmax of NaN logits: its accuracy is a number that means nothing
+    diverged = [head for head, losses in enumerate(zip(history[-1]["train_loss"], history[-1]["validation_loss"]))
+                if not all(map(math.isfinite, losses))]
+    scores = [-math.inf if head in diverged else score for head, score in enumerate(scores)]
     best_head = int(np.argmax(scores))
     selection = selection_record(config.selection, config.held_out_fraction, held_out, len(train_labels),
                                  head=best_head, score=scores[best_head])
     return ClassificationResult(
-        accuracy=history[-1]["validation_accuracy"][best_head],
+        accuracy=math.nan if len(diverged) == num_heads else history[-1]["validation_accuracy"][best_head],
         best_head=best_head,
         predictions=logits[best_head].argmax(-1).numpy(),
         num_classes=num_classes,
         history=history,
         config=asdict(config),
         selection=selection,
+        diverged_heads=diverged,
     )

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 FEATURE_COLUMNS = ("latent_actions", "continuous_latent_actions", "action_indices", "features")
 DEFAULT_FEATURES = ("latent_actions", "features")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: stores holding NaN or infinity are refused while written
 READ_ROWS = 64  # Parquet rows decoded at once while filling the cache (~100 MB for 1.6 MB rows)
 READ_BUFFER = 8 * 2**20  # without pre-buffering, Parquet reads column chunks in pieces of this size
 
@@ -185,6 +185,19 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, name: str, path: Path) -
     return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
+def nonfinite_rows(values: np.ndarray | list[np.ndarray]) -> list[int]:
+    """The rows of `values` (a (rows, ...) array, or one array per row) holding NaN or infinity: features or targets
+    that would train the probe into a NaN score."""
+    if isinstance(values, list):
+        return [i for i, row in enumerate(values) if not np.isfinite(row).all()]
+    if values.dtype.kind != "f":
+        return []
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)).tolist()
+
+
+NONFINITE = "holds NaN or infinity (the first at {first}): a probe trained on it gives no score"
+
+
 def _rows_to_arrays(column: pa.ChunkedArray, name: str, path: Path) -> list[np.ndarray]:
     try:
         return list(column_to_numpy(column, name, path).astype(np.float32))
@@ -207,10 +220,14 @@ def _write_store(shards: list[Path], feature: str, order: np.ndarray, folder: Pa
     with open(folder / "features.npy", "wb") as file:
         for shard in shards:
             parquet = pq.ParquetFile(shard, pre_buffer=False, buffer_size=READ_BUFFER)
+            shard_start = row
             for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=[feature]):
                 if batch.num_rows == 0:
                     continue
                 values = column_to_numpy(batch.column(0), feature, shard).astype(dtype, copy=False)
+                if bad := nonfinite_rows(values):
+                    first = f"its row {row - shard_start + bad[0]}"
+                    raise LaryError(f"column {feature!r} in {shard} " + NONFINITE.format(first=first))
                 if row_shape is None:
                     row_shape, first = values.shape[1:], shard
                     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(order), *row_shape)}
@@ -309,6 +326,9 @@ def load_split(
         split.labels = column_to_numpy(table.column("label"), "label", outdir).astype(np.int64)
     elif target is not None:
         split.actions = _rows_to_arrays(table.column(target), target, outdir)
+        if bad := nonfinite_rows(split.actions):
+            first = f"id {split.ids[bad[0]]!r}"
+            raise LaryError(f"column {target!r} in {outdir} " + NONFINITE.format(first=first))
         if "robot_type" in table.column_names:
             split.robot_types = [str(value) for value in table.column("robot_type").to_pylist()]
     if group is not None:

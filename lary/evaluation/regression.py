@@ -194,6 +194,7 @@ def train_regression(
             entry["held_out_mse"] = masked_mse(held_predictions, held_targets, held_mask)
         history.append(entry)
         score = entry["held_out_mse" if held_out is not None else "validation_mse"]
+        score = score if math.isfinite(score) else math.inf  # a NaN epoch is never the best (nor hides a later one)
         if best is None or score < best[0]:
             best = (score, epoch, predictions)
     score, best_epoch, predictions = best

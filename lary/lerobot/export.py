@@ -268,9 +268,12 @@ def _schema(schema: pa.Schema, new: dict[str, pa.Array], latents: _Latents) -> p
     return schema.with_metadata(metadata)
 
 
-def _stats(columns: dict[str, np.ndarray], version: str) -> dict[str, dict[str, np.ndarray]]:
-    """One episode's stats of the new features: indices and vectors over its valid frames, `valid` over all."""
+def _stats(columns: dict[str, np.ndarray], version: str, where: str) -> dict[str, dict[str, np.ndarray]]:
+    """One episode's stats of the new features: indices and vectors over its valid frames, `valid` over all. Vectors
+    holding NaN or infinity are refused, naming `where` and the frame: they would be the dataset's stats and data."""
     valid = columns[VALID]
+    if VECTORS in columns and (bad := np.flatnonzero(~np.isfinite(columns[VECTORS]).all(axis=(1, 2)) & valid)).size:
+        raise LaryError(f"{where}: the latent_actions of frame {bad[0]} hold NaN or infinity ({bad.size} frame(s))")
     stats = {VALID: episode_stats(valid, version)}
     if valid.any():
         stats |= {name: episode_stats(values[valid], version) for name, values in columns.items() if name != VALID}
@@ -294,7 +297,7 @@ def _write_data_file(
         if index in stats or index not in lengths or not np.array_equal(frames, np.arange(lengths[index])):
             raise LaryError(f"{source}: the rows of episode {index} are not its frames 0 .. length - 1, in one run")
         columns = latents.episode(index, lengths[index])
-        stats[index] = _stats(columns, version)
+        stats[index] = _stats(columns, version, f"{latents.rows.where}, episode {index}")
         new = latents.arrow(columns)
         if writer is None:
             writer = pq.ParquetWriter(target, _schema(table.schema, new, latents))
