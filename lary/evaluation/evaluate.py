@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,9 @@ def _classify(args, accelerator, train: ExtractedSplit, validation: ExtractedSpl
         )
 
     result = train_on(train.labels, "probe")
+    if result.diverged_heads and len(result.diverged_heads) < len(config.heads):
+        logger.warning("probe head(s) (lr, weight decay) %s: the loss went NaN or infinite; not chosen",
+                       ", ".join(str(config.heads[head]) for head in result.diverged_heads))
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (validation.labels, result.predictions), 1)
     heads = [
@@ -227,6 +231,17 @@ def _regress(args, accelerator, train: ExtractedSplit, validation: ExtractedSpli
     }
 
 
+def _refuse_nonfinite(results: dict) -> None:
+    """A NaN or infinite score is no result: refused before anything is written, naming the probe or the control."""
+    scores = {f"the probe's {results['metric']}": results["value"]}
+    scores |= {f"the {name.replace('_', ' ')} control's {results['metric']}": control["value"]
+               for name, control in results["controls"].items() if control is not None}
+    for what, value in scores.items():
+        if not math.isfinite(value):
+            raise LaryError(f"{what} is {value}: its training diverged (the loss went NaN or infinite); a lower --lr "
+                            "may train it")
+
+
 def evaluate(args: EvaluateConfig) -> dict:
     """Read both splits (features per batch), train the probe, write `results.json` and plots under `args.out`;
     returns the results."""
@@ -275,6 +290,7 @@ def evaluate(args: EvaluateConfig) -> dict:
         **({"action_chunk": action_chunk} if args.task == "regression" else {}),
         **task(args, accelerator, train, validation, out),
     }
+    _refuse_nonfinite(results)
     if accelerator.is_main_process:
         (out / "results.json").write_text(json.dumps(results, indent=2))
         for warning in results["warnings"]:
