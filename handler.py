@@ -2,19 +2,27 @@
 
 Hugging Face Inference Endpoints (task "Custom") imports this file from the model repository and calls
 `EndpointHandler(path)(data)` for every request. It needs the repository's code files (loaded with
-`trust_remote_code`), transformers, torch, numpy, PIL and PyAV (`requirements.txt`), nothing else.
+`trust_remote_code`), transformers (4.51.3, the stock container's, and later), torch, numpy, PIL and PyAV
+(`requirements.txt`), nothing else.
 
-Request (a JSON body):
+Request (`data`, the JSON body as the container parsed it):
 
     {"inputs": VIDEO, "parameters": {"stride": 1, "return_vectors": false}}
+    {"inputs": VIDEO, "parameters": {"stride_seconds": 0.5}}
     {"inputs": [IMAGE, IMAGE, ...], "parameters": {...}}
 
 VIDEO is a video file as base64 (or raw bytes, from Python); IMAGE is an image file as base64 or bytes (or a PIL
-image); the images are the frames of one clip, in order. The answer is one object per frame pair `(t, t + stride)`:
-`frame_index`, `next_frame_index`, `timestamp`, `next_timestamp` (seconds; null for images) and `action_indices`
-(one code per action token), with `return_vectors` also `latent_actions` and `continuous_latent_actions`. Frames
-are decoded and resized as `lary extract` does (PyAV's RGB frames in presentation order, the saved processor's
-resize), so the codes are those `lary extract` writes. Bad input is answered with `{"error": "..."}`, one line.
+image); the images are the frames of one clip, in order. One image alone (an `image/*` body, which the container
+hands over as one PIL image) is one frame, not a clip: it is refused. The answer is one object per frame pair
+`(t, t + k)`: `frame_index`, `next_frame_index`, `timestamp`, `next_timestamp` (seconds; null for images) and
+`action_indices` (one code per action token), with `return_vectors` also `latent_actions` and
+`continuous_latent_actions`. Frames are decoded and resized as `lary extract` does (PyAV's RGB frames in presentation
+order turned upright by the video's display matrix, images by their EXIF orientation, as OpenCV reads them; the saved
+processor's resize), so the codes are those `lary extract` writes.
+
+Bad input raises `ValueError` with a one-line message (the container answers it with status 400 and
+`{"error": message}`). Each request has limits, each raised by an environment variable (`LIMITS`), and memory stays
+bounded by `PAIRS_PER_CALL` whatever the stride.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Iterator
-from typing import Any
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import av
 import numpy as np
@@ -32,137 +43,340 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoModel, AutoProcessor
 
 PARAMETERS = {"stride": "a positive integer (pairs (t, t + stride); default 1)",
+              "stride_seconds": "seconds, a video's alternative to stride (k = round(S x fps) of its header's rate)",
               "return_vectors": "true or false (also return latent_actions and continuous_latent_actions)"}
-PAIRS_PER_CALL = 32  # pairs per forward pass: bounds memory on long videos
+PAIRS_PER_CALL = 32  # pairs per forward pass: bounds memory on long videos and long strides
+MAX_KEYS_NAMED = 10  # weights named per kind when a model's weights do not fit
+MEGABYTE = 2**20
+PAIR_DIMS = {"action_indices": 1, "latent_actions": 2, "continuous_latent_actions": 2}  # per pair: (n,), (n, D), (n, q)
+# An answer's size, per pair: a float32 value as JSON takes at most ~20 characters and its separator; the rest of the
+# object (indices, times, keys) under 200 bytes. An upper bound, so an answer under the limit never exceeds it.
+BYTES_PER_FLOAT = 24
+BYTES_PER_PAIR = 200
+# The stock container runs a request at a time; the decoder keeps up to this many cores of a machine's share, as
+# `lary extract`'s decoding workers do on a CPU, and torch's threads get the rest.
+MAX_DECODING_CORES = 4
 
 
 class InputError(ValueError):
-    """A request the caller can fix; answered as `{"error": message}`."""
+    """A request the caller can fix: the container answers it with status 400 and `{"error": message}`."""
 
 
-def _bytes(item: Any, where: str) -> bytes:
-    """Raw bytes, or the bytes of a base64 string (a `data:...;base64,` prefix is allowed)."""
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
+class Limits(NamedTuple):
+    """What one request may ask for (the defaults are `lary app`'s); each is set by the environment variable
+    `LARY_ENDPOINT_<NAME>` (e.g. `LARY_ENDPOINT_MAX_FRAMES=1000`), which a refusal names."""
+
+    max_frames: int = 64  # frames decoded per request (a video's, or a list's images); strides stay below it
+    max_pixels: int = 3840 * 2160  # per frame (4K UHD), checked from the file's header before decoding
+    max_input_mb: float = 200.0  # the video file, or the list's image files together
+    max_answer_mb: float = 64.0  # the answer's JSON (`return_vectors` makes it ~0.57 MB a pair at the released size)
+
+    @classmethod
+    def from_environment(cls) -> "Limits":
+        values = {}
+        for name, default in cls._field_defaults.items():
+            text = os.environ.get(cls.variable(name))
+            if text is None:
+                continue
+            try:
+                value = type(default)(text)
+            except ValueError:
+                value = 0
+            if not 0 < value < math.inf:
+                raise ValueError(f"{cls.variable(name)}={text!r} must be a positive {'integer' if isinstance(default, int) else 'number'}")
+            values[name] = value
+        return cls(**values)
+
+    @staticmethod
+    def variable(name: str) -> str:
+        return f"LARY_ENDPOINT_{name.upper()}"
+
+    def refuse(self, what: str, name: str, unit: str = "") -> InputError:
+        """`what` is past the limit `name`: the refusal names it and how to raise it."""
+        limit = getattr(self, name)
+        return InputError(f"{what}, above the limit of {f'{limit:,}' if isinstance(limit, int) else f'{limit:g}'}{unit} (the endpoint's environment "
+                          f"variable {self.variable(name)} raises it)")
+
+
+def _bytes(item: Any, where: str, limits: Limits) -> bytes:
+    """Raw bytes, or the bytes of a base64 string (a `data:...;base64,` prefix is allowed), within the size limit."""
     if isinstance(item, str):
         text = item.split("base64,", 1)[1] if item.startswith("data:") else item
+        if len(text) * 3 // 4 > limits.max_input_mb * MEGABYTE:  # checked before decoding
+            raise limits.refuse(f"{where} is {len(text) * 3 / 4 / MEGABYTE:.3g} MB", "max_input_mb", " MB")
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise InputError(f"{where} is a string but not base64 (send the file's bytes as base64)") from None
+    if isinstance(item, (bytes, bytearray)):
+        if len(item) > limits.max_input_mb * MEGABYTE:
+            raise limits.refuse(f"{where} is {len(item) / MEGABYTE:.3g} MB", "max_input_mb", " MB")
+        return bytes(item)
     raise InputError(f"{where} must be a file's bytes or base64; got {type(item).__name__}")
 
 
-def open_image(item: Any, where: str) -> Image.Image:
-    """An image file (bytes, base64) or a PIL image, opened."""
-    if isinstance(item, Image.Image):
-        return item
-    try:
-        image = Image.open(io.BytesIO(_bytes(item, where)))
-        image.load()
-        return image
-    except InputError:
-        raise
-    except UnidentifiedImageError:
-        raise InputError(f"{where} is not an image file PIL can read") from None
-    except Exception as error:  # PIL raises many types for corrupt files
-        raise InputError(f"{where} is a broken image file ({error})") from None
+def _upright(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """A decoded frame turned as its display matrix says (`degrees` counterclockwise, PyAV's `frame.rotation`), in
+    quarter turns as OpenCV's `VideoCapture` does by default (a phone's portrait video has -90)."""
+    turns = round(degrees / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def decode_video(data: bytes) -> Iterator[tuple[np.ndarray, float | None]]:
-    """Every frame of a video file's bytes in presentation order, as (H, W, 3) uint8 RGB and its time in seconds."""
-    try:
-        container = av.open(io.BytesIO(data))
-    except av.error.FFmpegError as error:
-        raise InputError(f"inputs is not a video file PyAV can read ({error.strerror})") from None
-    with container:
-        if not container.streams.video:
-            raise InputError("inputs has no video stream")
+class Frame(NamedTuple):
+    """A frame of the request: its time (seconds, None for images) and how to get its upright RGB pixels."""
+
+    time: float | None
+    rgb: Callable[[], torch.Tensor]  # (H, W, 3) uint8; called only for the frames that are run
+
+
+class Video:
+    """A video file's bytes, its header checked when it is opened; each `frames()` decodes it from the start."""
+
+    def __init__(self, data: bytes, limits: Limits):
+        self.data, self.limits = data, limits
+        with self._open() as container:
+            stream = container.streams.video[0]
+            self._check_size(stream.codec_context.width, stream.codec_context.height)
+            if stream.frames > limits.max_frames:  # the header's count (0: unknown); decoding counts again
+                raise limits.refuse(f"inputs has {stream.frames:,} frames", "max_frames")
+            rate = stream.average_rate or stream.guessed_rate
+            self.fps = float(rate) if rate else 0.0
+
+    def _open(self) -> av.container.InputContainer:
         try:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24"), (None if frame.time is None else float(frame.time))
+            container = av.open(io.BytesIO(self.data))
         except av.error.FFmpegError as error:
-            raise InputError(f"inputs: the video breaks off ({error.strerror})") from None
+            raise InputError(f"inputs is not a video file PyAV can read ({error.strerror})") from None
+        if not container.streams.video:
+            container.close()
+            raise InputError("inputs has no video stream")
+        kind = container.format.name  # FFmpeg reads a still image as a one-frame video: `png_pipe`, `image2`, ...
+        if kind.endswith("_pipe") or kind == "image2":
+            container.close()
+            raise InputError(f"inputs is a {kind.removesuffix('_pipe').upper()} image, not a video: send a clip's "
+                             "frames as a list of images")
+        return container
+
+    def _check_size(self, width: int, height: int) -> None:
+        if width * height > self.limits.max_pixels:
+            raise self.limits.refuse(f"inputs has {width}x{height} frames ({width * height:,} pixels)", "max_pixels",
+                                     " pixels")
+
+    def frames(self) -> Iterator[Frame]:
+        """Every frame in presentation order; the pixels of one are converted only when asked for."""
+        with self._open() as container:
+            try:
+                for index, frame in enumerate(container.decode(video=0)):
+                    if index >= self.limits.max_frames:
+                        raise self.limits.refuse(f"inputs has more than {self.limits.max_frames:,} frames", "max_frames")
+                    self._check_size(frame.width, frame.height)
+                    yield Frame(None if frame.time is None else float(frame.time),
+                                lambda frame=frame: torch.from_numpy(_upright(frame.to_ndarray(format="rgb24"),
+                                                                              frame.rotation)))
+            except av.error.FFmpegError as error:
+                raise InputError(f"inputs: the video breaks off ({error.strerror})") from None
 
 
-def parameters(given: Any) -> tuple[int, bool]:
-    """(stride, return_vectors) from `data["parameters"]`, checked."""
-    given = {} if given is None else given
-    if not isinstance(given, dict):
-        raise InputError(f"parameters must be an object; got {type(given).__name__}")
-    unknown = sorted(set(given) - set(PARAMETERS))
-    if unknown:
-        raise InputError(f"unknown parameter {unknown[0]!r}; known: " + "; ".join(f"{k}: {v}" for k, v in PARAMETERS.items()))
-    stride, vectors = given.get("stride", 1), given.get("return_vectors", False)
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise InputError(f"parameters.stride must be a positive integer; got {stride!r}")
-    if not isinstance(vectors, bool):
-        raise InputError(f"parameters.return_vectors must be true or false; got {vectors!r}")
-    return stride, vectors
+class Images:
+    """A list of image files (bytes, base64) or PIL images: the frames of one clip, opened when asked for."""
+
+    fps = 0.0  # no rate
+
+    def __init__(self, items: list, limits: Limits, to_uint8: Callable[[Image.Image], torch.Tensor]):
+        if len(items) < 2:
+            raise InputError(f"inputs: a list of images is one clip and needs at least 2; got {len(items)}")
+        if len(items) > limits.max_frames:
+            raise limits.refuse(f"inputs has {len(items):,} images", "max_frames")
+        size = sum(len(item) * 3 // 4 if isinstance(item, str) else len(item) for item in items
+                   if isinstance(item, (str, bytes, bytearray)))
+        if size > limits.max_input_mb * MEGABYTE:
+            raise limits.refuse(f"inputs' images are {size / MEGABYTE:.3g} MB together", "max_input_mb", " MB")
+        self.items, self.limits, self.to_uint8 = items, limits, to_uint8
+
+    def frames(self) -> Iterator[Frame]:
+        for index, item in enumerate(self.items):
+            yield Frame(None, lambda index=index, item=item: self.to_uint8(self.open(item, f"inputs[{index}]")))
+
+    def open(self, item: Any, where: str) -> Image.Image:
+        """An image file (bytes, base64) or a PIL image, its size checked from the header before it is decoded (the
+        processor's `to_uint8` turns it upright by its EXIF orientation, as OpenCV's `imread` does)."""
+        if not isinstance(item, Image.Image):
+            try:
+                with warnings.catch_warnings():  # PIL's warning of a large image: ours is the limit checked below
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    item = Image.open(io.BytesIO(_bytes(item, where, self.limits)))
+            except UnidentifiedImageError:
+                raise InputError(f"{where} is not an image file PIL can read") from None
+            except Image.DecompressionBombError:  # PIL's own refusal, at twice its limit: beyond ours
+                raise self.limits.refuse(f"{where} is an image larger", "max_pixels", " pixels") from None
+        width, height = item.size
+        if width * height > self.limits.max_pixels:
+            raise self.limits.refuse(f"{where} is {width}x{height} ({width * height:,} pixels)", "max_pixels", " pixels")
+        try:
+            item.load()
+            return item
+        except Exception as error:  # PIL raises many types for corrupt files
+            raise InputError(f"{where} is a broken image file ({str(error).splitlines()[0] if str(error) else error!r})") from None
+
+
+def torch_threads() -> int:
+    """torch's threads, as `lary extract` chooses them on a CPU: the cores this process may use, less those its
+    decoding keeps (half, at most `MAX_DECODING_CORES`); at least one. torch's default (every core) is several times
+    slower on a small machine, where its threads wait on each other and on the decoder."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - min(MAX_DECODING_CORES, cores // 2))
+
+
+def _weight_problems(info: dict[str, Any]) -> str:
+    """transformers' loading report (`output_loading_info=True`: 4.51.3 and 5.x) in one line; empty when it fits."""
+    def listed(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:MAX_KEYS_NAMED]) + (f" and {len(keys) - MAX_KEYS_NAMED} more" if len(keys) > MAX_KEYS_NAMED else "")
+
+    mismatched = [key if isinstance(key, str) else key[0] for key in info.get("mismatched_keys") or ()]
+    return "; ".join(f"{what} weights {listed(keys)}" for what, keys in (
+        ("missing", info.get("missing_keys") or ()), ("unexpected", info.get("unexpected_keys") or ()),
+        ("mis-shaped", mismatched)) if keys)
 
 
 class EndpointHandler:
     """The model and processor of the repository at `path`, loaded once; each call answers one request."""
 
     def __init__(self, path: str = ""):
-        self.model = AutoModel.from_pretrained(path or ".", trust_remote_code=True).eval()
-        self.processor = AutoProcessor.from_pretrained(path or ".", trust_remote_code=True)
+        path = path or "."
+        self.limits = Limits.from_environment()
+        if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
+            torch.set_num_threads(torch_threads())
+        self.model, info = AutoModel.from_pretrained(path, trust_remote_code=True, output_loading_info=True)
+        problems = _weight_problems(info)
+        if problems:  # refused as every `lary` command refuses it: its outputs would be wrong
+            raise ValueError(f"{path}: {problems}; its weights do not fit its config.json")
+        self.model.eval()
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+        config = self.model.config
+        self.vector_floats = config.code_seq_len * (config.hidden_size + config.quant_dim)
         if torch.cuda.is_available():
             # float32 without TF32, as `lary extract` computes on a GPU: the CPU's codes
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             self.model.to("cuda")
         self.device = next(self.model.parameters()).device
 
-    def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]] | dict[str, str]:
-        try:
-            if not isinstance(data, dict) or "inputs" not in data:
-                raise InputError('the request must be an object with "inputs" (a video, or a list of images)')
-            stride, vectors = parameters(data.get("parameters"))
-            return list(self._pairs(self._frames(data["inputs"]), stride, vectors))
-        except InputError as error:
-            return {"error": str(error)}
+    def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(data, dict) or "inputs" not in data:
+            raise InputError('the request must be an object with "inputs" (a video, or a list of images)')
+        given = {} if data.get("parameters") is None else data["parameters"]
+        if not isinstance(given, dict):
+            raise InputError(f"parameters must be an object; got {type(given).__name__}")
+        unknown = sorted(set(given) - set(PARAMETERS))
+        if unknown:
+            raise InputError(f"unknown parameter {unknown[0]!r}; known: " + "; ".join(f"{k}: {v}" for k, v in PARAMETERS.items()))
+        vectors = given.get("return_vectors", False)
+        if not isinstance(vectors, bool):
+            raise InputError(f"parameters.return_vectors must be true or false; got {vectors!r}")
+        source = self._source(data["inputs"])
+        stride = self._stride(given, source)
+        per_pair = BYTES_PER_PAIR + BYTES_PER_FLOAT * (self.vector_floats if vectors else self.model.config.code_seq_len)
+        max_pairs = int(self.limits.max_answer_mb * MEGABYTE // per_pair)
+        frames = self._counted(source.frames(), stride, max_pairs)
+        return list(self._window(frames, stride, vectors) if stride <= PAIRS_PER_CALL else
+                    self._pairs(frames, self._counted(source.frames(), stride, max_pairs), stride, vectors))
 
-    def _frames(self, inputs: Any) -> Iterator[tuple[torch.Tensor, float | None]]:
-        """The clip's frames, each resized by the processor as soon as it is read (uint8 (3, S, S)), with its time."""
+    def _source(self, inputs: Any) -> Video | Images:
         if isinstance(inputs, list):
-            if len(inputs) < 2:
-                raise InputError(f"inputs: a list of images is one clip and needs at least 2; got {len(inputs)}")
-            # images of any mode to 8-bit RGB by the processor, as `lary extract` reads image files (16-bit keeps its
-            # high byte, as OpenCV's imread)
-            frames = ((self.processor.to_uint8(open_image(item, f"inputs[{index}]")), None)
-                      for index, item in enumerate(inputs))
-        else:
-            frames = ((torch.from_numpy(rgb), time) for rgb, time in decode_video(_bytes(inputs, "inputs")))
-        for rgb, time in frames:
-            yield self.processor.resize(rgb[None].to(self.device))[0], time  # on a GPU, there
+            return Images(inputs, self.limits, self.processor.to_uint8)
+        if isinstance(inputs, Image.Image):
+            raise InputError("inputs is one image (an image/* body is one frame): a latent action needs two; send "
+                             'JSON {"inputs": [IMAGE, IMAGE, ...]} with the clip\'s frames as base64, or its video')
+        return Video(_bytes(inputs, "inputs", self.limits), self.limits)
 
-    @torch.inference_mode()
-    def _pairs(self, frames: Iterator[tuple[torch.Tensor, float | None]], stride: int, vectors: bool) -> Iterator[dict]:
-        """Pairs `(t, t + stride)` in video mode, `PAIRS_PER_CALL` at a time; each call repeats the `stride` frames
-        that the next call's pairs start from."""
-        window: list[tuple[torch.Tensor, float | None]] = []
-        start = count = 0  # frame number of window[0]; frames read
-        for frame in frames:
-            window.append(frame)
-            count += 1
-            if len(window) == PAIRS_PER_CALL + stride:
-                yield from self._run(window, start, stride, vectors)
-                window, start = window[PAIRS_PER_CALL:], start + PAIRS_PER_CALL
+    def _stride(self, given: dict[str, Any], source: Video | Images) -> int:
+        """k of the pairs (t, t + k): `stride`, or `stride_seconds` x the video's rate (as `lary extract`), below
+        the frame limit (refused before anything is decoded)."""
+        if "stride" in given and "stride_seconds" in given:
+            raise InputError("parameters: give stride (frames) or stride_seconds, not both")
+        if "stride_seconds" in given:
+            seconds = given["stride_seconds"]
+            try:  # a number, or its text (query parameters arrive as text)
+                seconds = float(seconds) if not isinstance(seconds, bool) else math.nan
+            except (TypeError, ValueError):
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise InputError(f"parameters.stride_seconds must be a positive number of seconds; got {given['stride_seconds']!r}")
+            if not source.fps > 0:
+                raise InputError(f"parameters.stride_seconds {seconds:g}: {'images have' if isinstance(source, Images) else 'the video has'} "
+                                 "no frame rate; give stride in frames")
+            stride = math.floor(seconds * source.fps + 0.5)
+            if stride < 1:
+                raise InputError(f"parameters.stride_seconds {seconds:g} is {seconds * source.fps:.2f} frames of the video "
+                                 f"at {source.fps:g} fps, which rounds to 0: give at least {0.5 / source.fps:.3g} s")
+            what = f"parameters.stride_seconds {seconds:g} is {stride:,} frames at {source.fps:g} fps"
+        else:
+            stride = given.get("stride", 1)
+            if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+                raise InputError(f"parameters.stride must be a positive integer; got {stride!r}")
+            what = f"parameters.stride is {stride:,}"
+        if stride >= self.limits.max_frames:
+            raise self.limits.refuse(f"{what}: pairs that far need more frames than allowed", "max_frames")
+        return stride
+
+    def _counted(self, frames: Iterator[Frame], stride: int, max_pairs: int) -> Iterator[Frame]:
+        """`frames`, refused once their pairs would make the answer larger than its limit, and when they end before
+        making one pair."""
+        count = 0
+        for count, frame in enumerate(frames, 1):
+            if count - stride > max_pairs:
+                raise self.limits.refuse(f"the answer would hold more than {max_pairs:,} pairs", "max_answer_mb", " MB")
+            yield frame
         if count <= stride:
             raise InputError(f"inputs has {count} frame(s); stride {stride} needs at least {stride + 1}")
-        if len(window) > stride:
-            yield from self._run(window, start, stride, vectors)
 
-    def _run(self, window: list, start: int, stride: int, vectors: bool) -> Iterator[dict]:
-        pixels = self.processor.normalize(torch.stack([frame for frame, _ in window]))  # the processor's second half
-        output = self.model(pixel_values_videos=pixels[None], stride=stride)
+    def _pixels(self, frame: Frame) -> torch.Tensor:
+        """A frame resized by the processor as soon as it is read (uint8 (3, S, S)); on a GPU, there."""
+        return self.processor.resize(frame.rgb()[None].to(self.device))[0]
+
+    @torch.inference_mode()
+    def _window(self, frames: Iterator[Frame], stride: int, vectors: bool) -> Iterator[dict]:
+        """Strides up to `PAIRS_PER_CALL`: clips of `PAIRS_PER_CALL + stride` frames, each frame through the model
+        once per clip; each clip repeats the `stride` frames that the next clip's pairs start from."""
+        window: list[tuple[torch.Tensor, float | None]] = []
+        start = 0  # frame number of window[0]
+        for frame in frames:
+            window.append((self._pixels(frame), frame.time))
+            if len(window) == PAIRS_PER_CALL + stride:
+                yield from self._clip(window, start, stride, vectors)
+                window, start = window[PAIRS_PER_CALL:], start + PAIRS_PER_CALL
+        if len(window) > stride:
+            yield from self._clip(window, start, stride, vectors)
+
+    def _clip(self, window: list[tuple[torch.Tensor, float | None]], start: int, stride: int, vectors: bool) -> Iterator[dict]:
+        output = self.model(pixel_values_videos=self._normalized(window)[None], stride=stride)
+        times = [(window[i][1], window[i + stride][1]) for i in range(len(window) - stride)]
+        yield from self._answers(output, times, start, stride, vectors)
+
+    @torch.inference_mode()
+    def _pairs(self, firsts: Iterator[Frame], seconds: Iterator[Frame], stride: int, vectors: bool) -> Iterator[dict]:
+        """Longer strides: frames t and t + stride read by two decoders, `PAIRS_PER_CALL` pairs a call, so memory
+        never holds `stride` frames (each frame is decoded and run twice)."""
+        for _ in range(stride):  # the second decoder starts at frame `stride`, converting nothing on the way
+            next(seconds, None)
+        start = 0
+        while batch := list(zip(range(PAIRS_PER_CALL), firsts, seconds)):
+            pixels = self._normalized([(self._pixels(frame), None) for _, *pair in batch for frame in pair])
+            output = self.model(pixel_values=pixels.unflatten(0, (-1, 2)))
+            yield from self._answers(output, [(first.time, second.time) for _, first, second in batch], start, stride,
+                                     vectors)
+            start += len(batch)
+
+    def _normalized(self, frames: list[tuple[torch.Tensor, float | None]]) -> torch.Tensor:
+        return self.processor.normalize(torch.stack([pixels for pixels, _ in frames]))  # the processor's second half
+
+    @staticmethod
+    def _answers(output, times: list[tuple[float | None, float | None]], start: int, stride: int,
+                 vectors: bool) -> Iterator[dict]:
+        """One object per pair of a forward pass, `times` its frames' times."""
         names = ("action_indices", "latent_actions", "continuous_latent_actions") if vectors else ("action_indices",)
-        values = {name: output[name][0].cpu().tolist() for name in names}
-        for pair in range(len(window) - stride):
-            yield {
-                "frame_index": start + pair,
-                "next_frame_index": start + pair + stride,
-                "timestamp": window[pair][1],
-                "next_timestamp": window[pair + stride][1],
-                **{name: value[pair] for name, value in values.items()},
-            }
+        values = {name: output[name].reshape(len(times), *output[name].shape[-PAIR_DIMS[name]:]).cpu().tolist()
+                  for name in names}
+        for pair, (time, next_time) in enumerate(times):
+            yield {"frame_index": start + pair, "next_frame_index": start + pair + stride, "timestamp": time,
+                   "next_timestamp": next_time, **{name: value[pair] for name, value in values.items()}}
