@@ -6,8 +6,10 @@ in one line (exit code 2) or an `errors.jsonl` entry, and loses nothing of the u
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -15,12 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from lary_tree import write_clip
 from lerobot_fixtures import CAMERAS, synthetic_episodes, write_lerobot_dataset
-from test_extract import extract, read_manifest, read_output, save_tiny_model
+from test_extract import ENV, extract, read_manifest, read_output, save_tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_lerobot_hostile import tree_state
+from transformers import AutoModel
 
 from lary.errors import LaryError
+from lary.hub import EMBEDDED_MODEL, load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +179,55 @@ def test_image_paths_of_a_dataset_are_read_inside_its_folder_only(tmp_path, tiny
     assert "is an absolute path; it must be relative to" in reasons[0]
     assert "'../elsewhere/0.png' leads out of" in reasons[1]
     assert "'link.png' leads out of" in reasons[2] and "through a symlink" in reasons[2]
+
+
+# --- item 7: weights checked against the config before the model is allocated ---------------------------------------
+
+HUGE_BACKBONE = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 20, "num_attention_heads": 16}
+
+
+def test_a_huge_config_beside_a_tiny_weights_file_is_refused_before_anything_is_allocated(tmp_path):
+    """A 1-billion-parameter config with a weights file of a few kB: refused from the headers, naming the keys, in a
+    fraction of a second and without the 4 GB the model would take (measured in a process of its own)."""
+    folder = Path(shutil.copytree(EMBEDDED_MODEL, tmp_path / "huge"))
+    config = json.loads((folder / "config.json").read_text())
+    config["backbone_config"].update(HUGE_BACKBONE)
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = load_file(folder / "model.safetensors")
+    save_file({key: weights[key] for key in ("quantizer.codebook", "backbone.embeddings.cls_token")},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    assert (folder / "model.safetensors").stat().st_size < 8192
+    code = f"""
+import resource, time
+from transformers import AutoModel
+from lary.errors import LaryError
+from lary.hub import EMBEDDED_MODEL, load_pretrained
+from lary.hub import load_pretrained
+start = time.perf_counter()
+try:
+    load_pretrained(AutoModel, {str(folder)!r}, "--model")
+except LaryError as error:
+    print(round(time.perf_counter() - start, 3), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, error)
+"""
+    seconds, peak_mb, line = subprocess.run([sys.executable, "-c", code], env=ENV, check=True, capture_output=True,
+                                            text=True, timeout=300).stdout.strip().split(" ", 2)
+    assert re.match(rf"--model {folder}: missing weights backbone\.\S+, .* and \d+ more; mis-shaped weights "
+                    r"backbone\.embeddings\.cls_token \(checkpoint \(1, 1, 64\), model \(1, 1, 2048\)\); its weights "
+                    r"do not fit its config\.json$", line), line
+    assert float(seconds) < 2 and int(peak_mb) < 1500, (seconds, peak_mb)
+
+
+def test_a_sharded_model_whose_index_leads_out_of_its_folder_is_refused(tmp_path):
+    folder = Path(shutil.copytree(EMBEDDED_MODEL, tmp_path / "sharded"))
+    (folder / "model.safetensors").rename(tmp_path / "outside.safetensors")
+    keys = load_file(tmp_path / "outside.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {key: "../outside.safetensors" for key in keys}}))
+    with pytest.raises(LaryError, match=r"model\.safetensors\.index\.json: weight_map: '\.\./outside\.safetensors' leads out"):
+        load_pretrained(AutoModel, folder, "--model")
+
+
+def test_a_config_json_that_is_a_list_is_named(tmp_path):
+    folder = Path(shutil.copytree(EMBEDDED_MODEL, tmp_path / "listed"))
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(LaryError, match=r"--model \S+listed: config\.json holds a JSON list, not an object$"):
+        load_pretrained(AutoModel, folder, "--model")
