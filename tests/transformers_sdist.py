@@ -34,7 +34,7 @@ def fetch() -> Path:
     version = transformers.__version__
     folder = tests.parent.parent
     result = subprocess.run([sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary",
-                             ":all:", "--no-deps", "--no-build-isolation", "-q", "-d", str(folder)],
+                             ":all:", "--no-deps", "-q", "-d", str(folder)],
                             capture_output=True, text=True, timeout=300)
     archive = folder / f"transformers-{version}.tar.gz"
     if result.returncode != 0 or not archive.is_file():
