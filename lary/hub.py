@@ -190,6 +190,21 @@ def _header_report(loader, name: str | Path, kwargs: dict):
     return info
 
 
+def load_config(config_class, name: str | Path, flag: str):
+    """`config_class.from_pretrained(name)` (a folder or Hub id), its errors on one line naming `flag`: to check a
+    model's sizes before its weights load."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    check_model_name(str(name), flag)
+    _check_config_file(name, f"{flag} {name}")
+    try:
+        return config_class.from_pretrained(name)
+    except StrictDataclassError as error:
+        raise LaryError(f"{flag} {name}: config.json: {error.__cause__ or error}") from None
+    except OSError as error:
+        raise LaryError(f"{flag} {name} is not a model folder, nor a model that could be loaded from the Hub: {error}") from None
+
+
 def build_config(where: str | Path, **values) -> LapaDinov3Config:
     """`LapaDinov3Config(**values)`; a value out of range (checked before anything is allocated) is named on one
     line, with `where` the values came from."""

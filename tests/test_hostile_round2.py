@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -17,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from lary_tree import write_clip
 from lerobot_fixtures import CAMERAS, synthetic_episodes, write_lerobot_dataset
-from test_extract import ENV, extract, read_manifest, read_output, save_tiny_model
+from test_extract import ENV, TINY_BACKBONE, extract, read_manifest, read_output, save_tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_lerobot_hostile import tree_state
-from transformers import AutoModel
+from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 
+from lary import cli
 from lary.errors import LaryError
 from lary.hub import EMBEDDED_MODEL, load_pretrained
 
@@ -199,7 +201,8 @@ def test_a_huge_config_beside_a_tiny_weights_file_is_refused_before_anything_is_
     assert (folder / "model.safetensors").stat().st_size < 8192
     code = f"""
 import resource, time
-from transformers import AutoModel
+from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
+from lary import cli
 from lary.errors import LaryError
 from lary.hub import EMBEDDED_MODEL, load_pretrained
 from lary.hub import load_pretrained
@@ -231,3 +234,17 @@ def test_a_config_json_that_is_a_list_is_named(tmp_path):
     (folder / "config.json").write_text("[1, 2]")
     with pytest.raises(LaryError, match=r"--model \S+listed: config\.json holds a JSON list, not an object$"):
         load_pretrained(AutoModel, folder, "--model")
+
+
+def test_train_checks_a_backbone_folder_s_sizes_before_loading_it(tmp_path):
+    """A DINOv3 folder whose config asks for absurd sizes: refused from its config, naming the value, before its
+    weights are read or anything is allocated."""
+    folder = tmp_path / "dinov3"
+    DINOv3ViTModel(DINOv3ViTConfig(**TINY_BACKBONE)).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 10**7}))
+    start = time.perf_counter()
+    with pytest.raises(LaryError, match=rf"{folder}: backbone_config\.hidden_size=10000000 is out of range"):
+        cli.main(["train", "--backbone", str(folder), "--data", "synthetic:2", "--steps", "1", "--cpu",
+                  "--out", str(tmp_path / "trained")])
+    assert time.perf_counter() - start < 5 and not (tmp_path / "trained").exists()

@@ -23,7 +23,7 @@ from lary import LapaDinov3Model, LapaDinov3Processor, processes
 from lary.configs.parser import to_dict
 from lary.configs.train import TrainConfig
 from lary.errors import LaryError
-from lary.hub import build_config, export, load_pretrained
+from lary.hub import build_config, export, load_config, load_pretrained
 from lary.jsonfile import read_json_object
 from lary.logs import progress_hidden
 from lary.training import checkpoints
@@ -48,18 +48,21 @@ def build_model(
     laq = read_json_object(config, "model config") if config else {}
     if "backbone_config" in laq:
         raise LaryError(f"{config}: the backbone comes from --backbone, not from the model config")
-    pretrained = None
     if backbone.endswith(".json"):
         data = read_json_object(backbone, "backbone config")
         data.pop("transformers_version", None)
         backbone_config = DINOv3ViTConfig(**data)
     else:
-        pretrained = load_pretrained(DINOv3ViTModel, backbone, "--backbone", allow_missing_weights, dtype=torch.float32)
-        backbone_config = pretrained.config
+        backbone_config = load_config(DINOv3ViTConfig, backbone, "--backbone")
     if image_size is not None:
         backbone_config.image_size = image_size
     sources = ", ".join(str(source) for source in (backbone, config) if source)  # where a bad value came from
-    model = LapaDinov3Model(build_config(sources, backbone_config=backbone_config, **laq))
+    # sizes in range and within the parameter budget before any weights load or the model is allocated
+    model_config = build_config(sources, backbone_config=backbone_config, **laq)
+    pretrained = None
+    if not backbone.endswith(".json"):
+        pretrained = load_pretrained(DINOv3ViTModel, backbone, "--backbone", allow_missing_weights, dtype=torch.float32)
+    model = LapaDinov3Model(model_config)
     if pretrained is not None:
         model.backbone.load_state_dict(pretrained.state_dict())
     return model
