@@ -233,7 +233,8 @@ def _weight_problems(info: dict[str, Any]) -> str:
         keys = sorted(keys)
         return ", ".join(keys[:MAX_KEYS_NAMED]) + (f" and {len(keys) - MAX_KEYS_NAMED} more" if len(keys) > MAX_KEYS_NAMED else "")
 
-    mismatched = [key if isinstance(key, str) else key[0] for key in info.get("mismatched_keys") or ()]
+    mismatched = [entry if isinstance(entry, str) else f"{entry[0]} (checkpoint {tuple(entry[1])}, model {tuple(entry[2])})"
+                  for entry in info.get("mismatched_keys") or ()]  # 5.x: (key, checkpoint's shape, model's shape)
     return "; ".join(f"{what} weights {listed(keys)}" for what, keys in (
         ("missing", info.get("missing_keys") or ()), ("unexpected", info.get("unexpected_keys") or ()),
         ("mis-shaped", mismatched)) if keys)
@@ -247,7 +248,9 @@ class EndpointHandler:
         self.limits = Limits.from_environment()
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
             torch.set_num_threads(torch_threads())
-        self.model, info = AutoModel.from_pretrained(path, trust_remote_code=True, output_loading_info=True)
+        # mis-shaped weights reported rather than raised (a traceback of many lines), and refused below
+        self.model, info = AutoModel.from_pretrained(path, trust_remote_code=True, output_loading_info=True,
+                                                     ignore_mismatched_sizes=True)
         problems = _weight_problems(info)
         if problems:  # refused as every `lary` command refuses it: its outputs would be wrong
             raise ValueError(f"{path}: {problems}; its weights do not fit its config.json")

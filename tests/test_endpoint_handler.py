@@ -330,6 +330,10 @@ def test_a_model_whose_weights_do_not_fit_is_refused(endpoint, model_dir, tmp_pa
     with pytest.raises(ValueError, match=r"broken: missing weights quantizer.codebook; unexpected weights "
                                          r"quantizer.spare; its weights do not fit its config.json"):
         endpoint.EndpointHandler(str(broken))
+    save_file({**weights, "quantizer.codebook": codebook[:, :-1].contiguous()}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"broken: mis-shaped weights quantizer.codebook \(checkpoint \(8, 3\), model \(8, 4\)\); its weights do not fit"):
+        endpoint.EndpointHandler(str(broken))
 
 
 def test_the_handler_chooses_torch_threads_as_lary_extract_does(endpoint, model_dir, monkeypatch):

@@ -109,17 +109,23 @@ def test_the_toolkits_server_answers_with_lary_extracts_codes(container, model_d
 
 
 def test_the_toolkits_loader_refuses_weights_that_do_not_fit(container, model_dir, tmp_path):
-    """On transformers 4.51.3, as on 5.x: a missing codebook is refused when the endpoint starts, never served."""
-    broken = Path(shutil.copytree(model_dir, tmp_path / "broken"))
-    weights = load_file(broken / "model.safetensors")
-    del weights["quantizer.codebook"]
-    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    """On transformers 4.51.3, as on 5.x: a missing or mis-shaped codebook is refused when the endpoint starts, on one
+    line naming it, never served."""
+    weights = load_file(model_dir / "model.safetensors")
+    codebook = weights.pop("quantizer.codebook")
+    folders = []
+    for name, changed in (("missing", weights), ("misshaped", {**weights, "quantizer.codebook": codebook[:, :-1].contiguous()})):
+        folders.append(Path(shutil.copytree(model_dir, tmp_path / name)))
+        save_file(changed, folders[-1] / "model.safetensors", metadata={"format": "pt"})
     code = f"""
 from huggingface_inference_toolkit.handler import get_inference_handler_either_custom_or_default_handler
-try:
-    get_inference_handler_either_custom_or_default_handler({str(broken)!r})
-except ValueError as error:
-    print("refused:", error)
+for folder in {[str(folder) for folder in folders]!r}:
+    try:
+        get_inference_handler_either_custom_or_default_handler(folder)
+    except ValueError as error:
+        print("refused:", error)
 """
-    result = run_python(container, code, env=_environment(broken, tmp_path))
-    assert "refused: " + str(broken) + ": missing weights quantizer.codebook; its weights do not fit" in result.stdout
+    refusals = run_python(container, code, env=_environment(folders[0], tmp_path)).stdout
+    assert f"refused: {folders[0]}: missing weights quantizer.codebook; its weights do not fit its config.json" in refusals
+    # (4.51.3's report names the key without its shapes)
+    assert f"refused: {folders[1]}: mis-shaped weights quantizer.codebook; its weights do not fit its config.json" in refusals
