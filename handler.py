@@ -21,7 +21,7 @@ order turned upright by the video's display matrix, images by their EXIF orienta
 processor's resize), so the codes are those `lary extract` writes.
 
 Bad input raises `ValueError` with a one-line message (the container answers it with status 400 and
-`{"error": message}`). Each request has limits, each raised by an environment variable (`LIMITS`), and memory stays
+`{"error": message}`). Each request has limits, each raised by an environment variable (`Limits`), and memory stays
 bounded by `PAIRS_PER_CALL` whatever the stride.
 """
 
@@ -208,7 +208,8 @@ class Images:
             except UnidentifiedImageError:
                 raise InputError(f"{where} is not an image file PIL can read") from None
             except Image.DecompressionBombError:  # PIL's own refusal, at twice its limit: beyond ours
-                raise self.limits.refuse(f"{where} is an image larger", "max_pixels", " pixels") from None
+                raise self.limits.refuse(f"{where} is an image of more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels",
+                                         "max_pixels", " pixels") from None
         width, height = item.size
         if width * height > self.limits.max_pixels:
             raise self.limits.refuse(f"{where} is {width}x{height} ({width * height:,} pixels)", "max_pixels", " pixels")
