@@ -224,8 +224,8 @@ def _is_frame(item: Any) -> bool:
 class LapaDinov3LatentActionPipeline(Pipeline):
     """`pipeline(model=...)` for latent actions: a list of frames in, per-pair codes and action vectors out.
 
-    Two frames give one pair; more frames are a clip whose pairs are `(t, t + stride)`. Frames may be PIL images,
-    numpy arrays, tensors or image file paths. Returns a dict of numpy arrays with a leading pair axis. A list of
+    Two frames give one pair; more frames are a clip whose pairs are `(t, t + stride)`, `stride` the call's or else
+    the saved processor's. Frames may be PIL images, numpy arrays, tensors or image file paths. Returns a dict of numpy arrays with a leading pair axis. A list of
     frame lists (or tuples) is a batch, one result each.
     """
 
@@ -236,7 +236,7 @@ class LapaDinov3LatentActionPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # the processor saved with the model (its size and resample), else the defaults at the backbone's size
+        # the processor saved with the model (its size, stride and resample), else the defaults at the backbone's size
         try:
             self.frame_processor = LapaDinov3Processor.from_pretrained(self.model.name_or_path)
         except OSError:
@@ -251,7 +251,14 @@ class LapaDinov3LatentActionPipeline(Pipeline):
         forward = {} if return_predicted_features is None else {"return_predicted_features": return_predicted_features}
         return ({} if stride is None else {"stride": stride}), forward, {}
 
-    def preprocess(self, frames: Sequence[Frame], stride: int = 1) -> dict[str, Any]:
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """The model and its code, then the processor beside it: the folder loads with the same settings in
+        `pipeline` and `AutoProcessor`."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.frame_processor.save_pretrained(save_directory, **kwargs)
+
+    def preprocess(self, frames: Sequence[Frame], stride: int | None = None) -> dict[str, Any]:
+        """A pair, or a clip's pairs `(t, t + stride)` (the processor's stride unless given)."""
         frames = [Image.open(frame) if isinstance(frame, str) else frame for frame in frames]
         if len(frames) == 2:
             return dict(self.frame_processor(images=[frames]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,37 @@ def test_pipeline_serves_pairs_clips_and_batches(converted):
     assert len(batch) == 2
     assert (batch[0]["action_indices"] == single["action_indices"]).all()
     assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
+
+
+def _with_processor(converted: Path, folder: Path, **settings) -> Path:
+    """A copy of the converted folder whose saved processor has other settings than the defaults."""
+    shutil.copytree(converted, folder)
+    LapaDinov3Processor(**settings).save_pretrained(folder)
+    return folder
+
+
+def test_pipeline_save_writes_the_processor_and_its_settings_survive(converted, tmp_path):
+    source = _with_processor(converted, tmp_path / "source", resample="pil_bicubic_antialias", stride=2)
+    pipeline(model=str(source), trust_remote_code=True).save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
+    assert (saved["resample"], saved["stride"], saved["size"]) == ("pil_bicubic_antialias", 2, 224)
+    assert saved["auto_map"]["AutoProcessor"] == "processing_lapa_dinov3.LapaDinov3Processor"
+    processor = AutoProcessor.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert (processor.resample, processor.stride) == ("pil_bicubic_antialias", 2)
+    reloaded = pipeline(model=str(tmp_path / "saved"), trust_remote_code=True)
+    assert (reloaded.frame_processor.resample, reloaded.frame_processor.stride) == ("pil_bicubic_antialias", 2)
+    (f0, f1), (g0, g1) = _pairs()
+    assert reloaded([f0, f1, g0, g1])["action_indices"].shape == (2, 16)  # pairs (0, 2) and (1, 3)
+
+
+def test_pipeline_takes_the_saved_processors_stride_unless_the_call_gives_one(converted, tmp_path):
+    latent = pipeline(model=str(_with_processor(converted, tmp_path / "stride2", stride=2)), trust_remote_code=True)
+    (f0, f1), (g0, g1) = _pairs()
+    clip = latent([f0, f1, g0, g1])
+    assert clip["action_indices"].shape == (2, 16)  # pairs (0, 2) and (1, 3)
+    assert (clip["action_indices"][0] == latent([f0, g0])["action_indices"][0]).all()
+    assert (clip["action_indices"][1] == latent([f1, g1])["action_indices"][0]).all()
+    assert latent([f0, f1, g0, g1], stride=1)["action_indices"].shape == (3, 16)
 
 
 SAVE_LOADED = """
