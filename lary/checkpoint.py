@@ -60,8 +60,12 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise LaryError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a corrupt file, or a pickle that needs more than tensors
-        raise LaryError(f"{path} cannot be read as a weights-only PyTorch checkpoint: {error}") from error
+    except Exception as error:  # noqa: BLE001  torch's text suggests the unsafe path (weights_only=False): never shown
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise LaryError(f"{path} holds a Python object ({found[1]}) besides tensors, which lary never unpickles: "
+                            "not a training checkpoint of tensors") from None
+        raise LaryError(f"{path} is not a PyTorch checkpoint, or is damaged ({type(error).__name__})") from None
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise LaryError(f"{path} holds no state dict (expected a dict of tensors, or one under the key 'model')")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lary.checkpoint import backbone_config_from, convert_checkpoint
 from lary.configs.model import ConvertConfig
+from lary.errors import LaryError
 from lary.hub import export
 from lary.jsonfile import read_json_object
 from lary.model_card import known_base_model
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 def convert(config: ConvertConfig) -> Path:
     """`lary convert`: the checkpoint as a Hub-ready folder; returns it."""
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise LaryError(f"--out {config.out} is a file, not a folder: choose a folder to write the model into")
     laq = read_json_object(config.laq_config, "LAQ config") if config.laq_config else {}
     backbone_config = backbone_config_from(config.backbone_config, config.backbone)
     model = convert_checkpoint(config.checkpoint, laq, backbone_config, config.backbone, config.allow_missing_weights)

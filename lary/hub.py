@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -280,10 +281,19 @@ def export(
     processor = processor or LapaDinov3Processor(size=model.config.backbone_config.image_size)
     # the classes write `auto_map`, the custom pipeline and the three code files on every save (the Hub files)
     model.save_pretrained(out)
+    _as_umask_allows(out.glob("model*.safetensors*"))  # transformers writes them 0600, unreadable to the user's group
     processor.save_pretrained(out)
     (out / "README.md").write_text(render_model_card(model.config, str(out), provenance, base_model))
     write_endpoint_handler(out)
     return out
+
+
+def _as_umask_allows(paths) -> None:
+    """Give files the mode the user's umask gives new files (0644 under the usual 022), as `open` would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~mask)
 
 
 def write_endpoint_handler(out: Path) -> None:

@@ -6,6 +6,7 @@ in one line (exit code 2) or an `errors.jsonl` entry, and loses nothing of the u
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 import pytest
+import torch
 from lary_tree import write_clip
 from lerobot_fixtures import CAMERAS, synthetic_episodes, write_lerobot_dataset
 from test_extract import ENV, TINY_BACKBONE, extract, read_manifest, read_output, save_tiny_model
@@ -26,7 +28,8 @@ from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 
 from lary import cli
 from lary.errors import LaryError
-from lary.hub import EMBEDDED_MODEL, load_pretrained
+from lary.extract.labels import Labels
+from lary.hub import EMBEDDED_MODEL, export, load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,8 @@ import resource, time
 from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 from lary import cli
 from lary.errors import LaryError
-from lary.hub import EMBEDDED_MODEL, load_pretrained
+from lary.extract.labels import Labels
+from lary.hub import EMBEDDED_MODEL, export, load_pretrained
 from lary.hub import load_pretrained
 start = time.perf_counter()
 try:
@@ -248,3 +252,75 @@ def test_train_checks_a_backbone_folder_s_sizes_before_loading_it(tmp_path):
         cli.main(["train", "--backbone", str(folder), "--data", "synthetic:2", "--steps", "1", "--cpu",
                   "--out", str(tmp_path / "trained")])
     assert time.perf_counter() - start < 5 and not (tmp_path / "trained").exists()
+
+
+# --- item 11 and issue 32 item 8: the smaller cases -----------------------------------------------------------------
+
+def test_labels_with_only_a_header_or_a_frame_index_beyond_int64_are_named(tmp_path):
+    (tmp_path / "header.csv").write_text("id,label\n")
+    with pytest.raises(LaryError, match=r"header\.csv has no rows \(columns: \['id', 'label'\]\)$"):
+        Labels(tmp_path / "header.csv")
+    (tmp_path / "huge.csv").write_text("id,frame_index,x\na.mp4,0,1.0\na.mp4,99999999999999999999,2.0\n")
+    with pytest.raises(LaryError, match=r"huge\.csv, line 3, column 'frame_index': '99999999999999999999' is not a "
+                                        r"frame index \(an integer in 0 \.\. 9007199254740991\)$"):
+        Labels(tmp_path / "huge.csv")
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--stride-seconds", "inf", "argument --stride-seconds: 'inf' is not a finite number"),
+    ("--stride-seconds", "nan", "argument --stride-seconds: 'nan' is not a finite number"),
+    ("--out", "", "argument -o/--out: an empty path"),
+])
+def test_values_that_pass_for_numbers_or_paths_are_refused_by_the_parser(tmp_path, videos, option, value, message, capsys):
+    args = {"--model": "m", "--videos": str(videos / "a.mp4"), "--out": str(tmp_path / "out"), option: value}
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main(["extract", *[text for pair in args.items() for text in pair]])
+    assert exit_code.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == f"lary extract: error: {message}"
+    assert not (tmp_path / "out").exists() and not list(Path.cwd().glob("shard-*"))
+
+
+def test_a_dataset_folder_without_data_files_is_named(tmp_path, tiny_model):
+    (tmp_path / "empty").mkdir()
+    refused(r"empty: no data files \(and no `configs:` in README\.md naming them\)$", "--model", str(tiny_model),
+            "--dataset", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+
+
+class Payload:
+    """What a pickle may carry besides tensors (never unpickled)."""
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_without_suggesting_the_unsafe_load(tmp_path):
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    torch.save({"model": Payload()}, tmp_path / "object.pt")
+    for name, match in (("notes.pt", r"notes\.pt is not a PyTorch checkpoint, or is damaged \(\w+\)$"),
+                        ("object.pt", r"object\.pt holds a Python object \(\S*Payload\) besides tensors, which lary "
+                                      r"never unpickles: not a training checkpoint of tensors$")):
+        with pytest.raises(LaryError, match=match) as error:
+            cli.main(["convert", str(tmp_path / name), "--out", str(tmp_path / "converted")])
+        assert "weights_only" not in str(error.value) and not (tmp_path / "converted").exists()
+    (tmp_path / "taken").write_text("a file of the user's")
+    with pytest.raises(LaryError, match=r"--out \S+taken is a file, not a folder"):
+        cli.main(["convert", str(tmp_path / "object.pt"), "--out", str(tmp_path / "taken")])
+    assert (tmp_path / "taken").read_text() == "a file of the user's"
+
+
+def test_an_exported_model_s_weights_are_readable_as_the_umask_allows(tmp_path):
+    """`lary convert` and `lary train` write through `lary.hub.export`: transformers leaves the weights 0600."""
+    model = AutoModel.from_pretrained(EMBEDDED_MODEL)
+    old = os.umask(0o022)
+    try:
+        export(model, tmp_path / "shared")
+        os.umask(0o027)
+        export(model, tmp_path / "group")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "group" / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_the_manifest_records_only_the_options_that_apply(tmp_path, tiny_model, videos):
+    out = tmp_path / "out"
+    assert run(tiny_model, videos, out, "--stride-seconds", "0.2") == 0  # 2 frames at 10 fps
+    arguments = read_manifest(out)["arguments"]
+    assert arguments["stride_seconds"] == 0.2 and "stride" not in arguments and "split" not in arguments
+    assert None not in arguments.values() and read_manifest(out)["split"] is None

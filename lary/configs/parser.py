@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -71,6 +72,27 @@ def _unwrap_optional(hint: Any) -> Any:
     return hint
 
 
+def _finite_number(text: str) -> float:
+    """A float option's value: a finite number (`inf` or `nan` would pass every range check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _path(text: str) -> Path:
+    """A path option's value: never empty (`Path("")` is the working directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
+TYPES = {float: _finite_number, Path: _path}  # what argparse converts each option's type with
+
+
 def _argparse_kwargs(field: dataclasses.Field, hint: Any) -> dict[str, Any]:
     meta = field.metadata
     kwargs: dict[str, Any] = {"help": meta["help"]}
@@ -94,9 +116,9 @@ def _argparse_kwargs(field: dataclasses.Field, hint: Any) -> dict[str, Any]:
             kwargs["choices"] = list(typing.get_args(item))
             kwargs["type"] = type(kwargs["choices"][0])
         else:
-            kwargs["type"] = item
+            kwargs["type"] = TYPES.get(item, item)
     elif base in (int, float, str, Path):
-        kwargs["type"] = base
+        kwargs["type"] = TYPES.get(base, base)
     else:
         raise TypeError(f"option {field.name}: no command-line form for type {base!r}; give it `parse=`")
     if meta["metavar"]:

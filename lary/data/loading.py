@@ -12,7 +12,7 @@ import glob
 from pathlib import Path
 
 import datasets
-from datasets.data_files import get_data_patterns, resolve_pattern, sanitize_patterns
+from datasets.data_files import EmptyDatasetError, get_data_patterns, resolve_pattern, sanitize_patterns
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -64,7 +64,11 @@ def _split_files(folder: Path, config: str | None, split: str) -> tuple[list[str
             raise LaryError(f"{folder}: config {config!r} in README.md has no data_files")
         patterns = sanitize_patterns(entry["data_files"])
     elif config in (None, DEFAULT_CONFIG):  # no card configs: datasets' file-naming conventions
-        config, patterns = DEFAULT_CONFIG, {str(name): value for name, value in get_data_patterns(str(folder)).items()}
+        try:
+            found = get_data_patterns(str(folder))
+        except EmptyDatasetError:
+            raise LaryError(f"{folder}: no data files (and no `configs:` in README.md naming them)") from None
+        config, patterns = DEFAULT_CONFIG, {str(name): value for name, value in found.items()}
     else:
         raise LaryError(f"{folder}: no `configs:` in README.md, so there is no config {config!r}")
     if split not in patterns:

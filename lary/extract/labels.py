@@ -26,6 +26,7 @@ from lary.errors import LaryError
 
 # Integer classes name the classes 0 .. max: beyond this, a typo (1000000000) would build a billion names.
 MAX_INTEGER_CLASSES = 10_000
+MAX_FRAME_INDEX = 2**53  # frame indices are read as float64 first: beyond this they are no longer exact
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -69,6 +70,8 @@ class Labels:
         self.path = Path(path)
         self.csv = self.path.suffix.lower() != ".parquet"
         table = _read_table(self.path)
+        if table.empty:
+            raise LaryError(f"--labels {self.path} has no rows (columns: {list(table.columns)})")
         if "id" not in table.columns:
             raise LaryError(f"--labels {self.path} has no `id` column (columns: {list(table.columns)})")
         self._check_filled(table, "id")
@@ -124,11 +127,12 @@ class Labels:
         self.types = {"label": pa.int64()}
 
     def _numbers(self, table: pd.DataFrame, column: str, what: str, integral: bool = False) -> np.ndarray:
-        """A column as float64, every cell a finite number (a non-negative integer if `integral`), else refused."""
+        """A column as float64, every cell a finite number (a non-negative integer below 2**53, exact in float64 and
+        int64, if `integral`), else refused."""
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(values)
         if integral:
-            bad |= (values < 0) | (values != np.floor(values))
+            bad |= (values < 0) | (values != np.floor(values)) | (values >= MAX_FRAME_INDEX)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             value = table[column].iloc[row]
@@ -157,7 +161,8 @@ class Labels:
     def _read_actions(self, table: pd.DataFrame) -> None:
         self.kind = "action"
         self.names = None
-        frame_index = self._numbers(table, "frame_index", "a frame index (an integer >= 0)", integral=True).astype(np.int64)
+        frame_index = self._numbers(table, "frame_index", f"a frame index (an integer in 0 .. {MAX_FRAME_INDEX - 1})",
+                                    integral=True).astype(np.int64)
         if "action" in table.columns:
             rows = self._action_lists(table)
         else:
