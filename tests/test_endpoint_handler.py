@@ -107,10 +107,9 @@ def _pngs(folder: Path) -> list[str]:
     return [str(path) for path in sorted(folder.glob("*.png"), key=lambda path: int(path.stem.split("_")[1]))]
 
 
-def _extract(source: list[str], model_dir: Path, out: Path, stride: int | str) -> list[dict]:
-    """`lary extract`'s rows; `stride` in frames, or "S s" for `--stride-seconds S`."""
-    spacing = ["--stride-seconds", stride.split()[0]] if isinstance(stride, str) else ["--stride", str(stride)]
-    lary_main(["extract", "--model", str(model_dir), *source, *spacing, "--out", str(out), "--cpu", "--num-workers", "0"])
+def _extract(source: list[str], model_dir: Path, out: Path, stride: int) -> list[dict]:
+    lary_main(["extract", "--model", str(model_dir), *source, "--stride", str(stride), "--out", str(out), "--cpu",
+               "--num-workers", "0"])
     table = pq.read_table(sorted(out.glob("*.parquet"))).sort_by("frame_index")
     return table.select(["frame_index", "next_frame_index", "timestamp", "next_timestamp", "action_indices",
                          "latent_actions"]).to_pylist()
@@ -171,8 +170,10 @@ def test_the_endpoint_gives_lary_extracts_codes_without_lary(model_dir, media, t
         {"images": _pngs(media["grey16"]), "parameters": {"return_vectors": True}},
         # strides beyond PAIRS_PER_CALL read frames t and t + k with two decoders
         {"video": str(media["video"]), "base64": True, "parameters": {"stride": 33}},
-        # seconds as lary extract takes them (the clip is 8 fps: k = 4); as a query parameter it arrives as text
+        # seconds as lary extract takes them (the clip is 8 fps: k = round(0.5 x 8) = 4, as in
+        # tests/test_extract_stride_seconds.py); as a query parameter it arrives as text
         {"video": str(media["video"]), "base64": True, "parameters": {"stride_seconds": "0.5"}},
+        {"video": str(media["video"]), "base64": True, "parameters": {"stride": 4}},
     ]
     if ALOHA.exists():  # real rendered robot video, 480x640 H.264
         requests.append({"video": str(ALOHA), "base64": True, "parameters": {"stride": 2}})
@@ -212,10 +213,9 @@ def test_the_endpoint_gives_lary_extracts_codes_without_lary(model_dir, media, t
                 vectors=True)
     _same_pairs(answers[4], _extract(["--videos", video], model_dir, tmp_path / "video33", stride=33))
     assert len(answers[4]) == 7
-    _same_pairs(answers[5], _extract(["--videos", video], model_dir, tmp_path / "seconds", stride="0.5 s"))
-    assert answers[5][0]["next_frame_index"] == 4
+    assert answers[5] == answers[6] and answers[5][0]["next_frame_index"] == 4
     if ALOHA.exists():
-        _same_pairs(answers[6], _extract(["--videos", str(ALOHA)], model_dir, tmp_path / "aloha", stride=2))
+        _same_pairs(answers[7], _extract(["--videos", str(ALOHA)], model_dir, tmp_path / "aloha", stride=2))
     for answer, (_, message) in zip(answers[len(requests):], bad):
         assert set(answer) == {"refused"} and message in answer["refused"] and "\n" not in answer["refused"], answer
 
