@@ -198,7 +198,7 @@ def test_each_command_in_a_process_gets_the_device_and_precision_it_asks_for():
 def test_float32_on_a_gpu_is_computed_without_tf32_and_the_settings_come_back():
     """PyTorch lets cuDNN's convolutions use TF32 by default; `lary extract --dtype float32` turns it off for its
     loop (and only there), so a GPU gives the CPU's codes."""
-    from lary.extract.models import exact_float32
+    from lary.runtime import exact_float32
 
     def settings():
         return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -236,7 +236,7 @@ def test_dtype_auto_takes_bfloat16_where_the_cpu_has_it_and_runs_record_the_choi
 
 
 def test_native_bfloat16_reads_the_cpu_flags(tmp_path, monkeypatch):
-    from lary.extract import models
+    from lary import runtime as models
 
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(models, "Path", lambda path: cpuinfo if path == "/proc/cpuinfo" else Path(path))

@@ -2,7 +2,8 @@
 downloads.
 
 Frames come through `lary.frames` (probe, then decode only the requested range, seeking to its first frame) and the
-model's processor, like every other command. Each frame goes through the DINOv3 backbone once, a few frames at a time
+model's processor, like every other command. The model runs as every way in runs it (`lary.runtime`: its dtype,
+float32 without TF32 on a GPU, its thread policy): each frame through the DINOv3 backbone once, a few frames at a time
 so that a progress bar moves; the latent action model then reads the pairs `(t, t + stride)` from those features,
 which is what video mode (`pixel_values_videos`) computes.
 """
@@ -26,9 +27,9 @@ from PIL import Image
 
 from lary.app.limits import MEGABYTE, Limits
 from lary.errors import LaryError, MediaError
+from lary import runtime
 from lary.extract import rows
-from lary.extract.models import load_model
-from lary.frames import decode_video, load_processor, probe_video
+from lary.frames import decode_video, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -239,27 +240,23 @@ class Analyzer:
         self._lock = threading.Lock()
         self._loaded = None
 
-    def load(self) -> tuple:
-        """(model, processor), loaded on first use."""
+    def load(self) -> runtime.LatentActionRuntime:
+        """The model and its processor (`lary.runtime.LatentActionRuntime`), loaded on first use."""
         with self._lock:
             if self._loaded is None:
                 logger.info("loading %s on %s", self.name, self.device)
-                model = load_model(self.name, "float32", None, self.device, allow_missing_weights=self.allow_missing_weights)
-                self._loaded = model, load_processor(self.name, model.config.backbone_config.image_size)
+                model = runtime.load_model(self.name, "float32", self.device,
+                                           allow_missing_weights=self.allow_missing_weights)
+                self._loaded = runtime.LatentActionRuntime(model, self.name, PAIRS_PER_STEP)
         return self._loaded
 
     @property
     def model(self):
-        return self.load()[0]
+        return self.load().model
 
     @property
     def processor(self):
-        return self.load()[1]
-
-    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """DINOv3 patch features (F, h, w, D) of uint8 pixels (F, 3, S, S)."""
-        pixels = self.processor.normalize(pixels.to(self.device))
-        return self.model.extract_features(pixels.to(self.model.dtype))
+        return self.load().processor
 
     @torch.inference_mode()
     def analyse(
@@ -283,31 +280,25 @@ class Analyzer:
             raise LaryError(f"stride {stride} needs at least {stride + 1} frames; frames {clip.frame_indices[0]} to "
                             f"{clip.frame_indices[-1]} are {frames}")
 
-        features = []
-        for begin in range(0, frames, FRAMES_PER_STEP):
-            end = min(frames, begin + FRAMES_PER_STEP)
-            progress(0.2 + 0.7 * begin / frames, f"DINOv3 features of frames {begin + 1}-{end} of {frames}")
-            features.append(self._features(clip.pixels[begin:end]))
-        features = torch.cat(features)
-
-        pairs = frames - stride
-        outputs = []
-        for begin in range(0, pairs, PAIRS_PER_STEP):
-            end = min(pairs, begin + PAIRS_PER_STEP)
-            progress(0.9 + 0.1 * begin / pairs, f"latent actions of pairs {begin + 1}-{end} of {pairs}")
-            pair_features = torch.stack((features[begin:end], features[begin + stride : end + stride]), dim=1)
-            outputs.append(model(backbone_features=pair_features))
-        numpy = {
-            key: torch.cat([output[key] for output in outputs]).float().cpu().numpy()
-            for key in ("latent_actions", "continuous_latent_actions")
-        }
+        computing = self.load()
+        features, pairs, outputs = [], frames - stride, []
+        with runtime.torch_threads():
+            for begin in range(0, frames, FRAMES_PER_STEP):
+                end = min(frames, begin + FRAMES_PER_STEP)
+                progress(0.2 + 0.7 * begin / frames, f"DINOv3 features of frames {begin + 1}-{end} of {frames}")
+                features.append(computing.features(clip.pixels[begin:end]))
+            features = torch.cat(features)
+            for begin in range(0, pairs, PAIRS_PER_STEP):
+                end = min(pairs, begin + PAIRS_PER_STEP)
+                progress(0.9 + 0.1 * begin / pairs, f"latent actions of pairs {begin + 1}-{end} of {pairs}")
+                first = torch.arange(begin, end)
+                outputs.append(runtime.to_numpy(computing.latent_actions(features, first, first + stride)))
         analysis = Analysis(
             clip=clip,
             stride=stride,
-            action_indices=torch.cat([output.action_indices for output in outputs]).cpu().numpy(),
             codebook_size=model.config.codebook_size,
             seconds=time.perf_counter() - began,
-            **numpy,
+            **{name: np.concatenate([output[name] for output in outputs]) for name in runtime.LATENT_ACTION_COLUMNS},
         )
         logger.info("%s: %d pairs in %.1f s", clip.name, analysis.pairs, analysis.seconds)
         return analysis
@@ -319,9 +310,11 @@ class Analyzer:
         if not 0 <= pair < analysis.pairs:
             raise LaryError(f"pair {pair} is outside the clip's pairs (0 to {analysis.pairs - 1})")
         first, second = pair, pair + analysis.stride
-        features = self._features(analysis.clip.pixels[[first, second]])
+        computing = self.load()
+        features = computing.features(analysis.clip.pixels[[first, second]])
         both_codes = torch.tensor([codes, analysis.action_indices[pair].tolist()], device=self.device)
-        predicted, own = self.model.decode_actions(both_codes, first_features=features[:1].expand(2, -1, -1, -1))
+        with runtime.exact_float32(computing.device, computing.dtype):
+            predicted, own = self.model.decode_actions(both_codes, first_features=features[:1].expand(2, -1, -1, -1))
         real = features[1]
 
         def mse(a: torch.Tensor) -> float:

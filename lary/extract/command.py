@@ -34,15 +34,7 @@ from lary.extract.labels import Labels
 from lary.extract.loader import Batch, UnitEnd, UnitStream, forking_workers, worker_signals
 from lary.extract.lock import OutputLock
 from lary.extract.memory import PeriodicRelease, keep_freed_memory
-from lary.extract.models import (
-    EncoderFeatureExtractor,
-    Extractor,
-    LatentActionExtractor,
-    exact_float32,
-    load_model,
-    model_revision,
-    resolve_dtype,
-)
+from lary.extract.models import EncoderFeatureExtractor, Extractor, LatentActionExtractor, load_model
 from lary.extract.sources import (
     DatasetSource,
     ImageFolderSource,
@@ -53,6 +45,7 @@ from lary.extract.sources import (
 from lary.frames import video_rotations
 from lary.parquet_shards import no_space_names
 from lary.processes import process_state
+from lary.runtime import available_cores, compute_threads, exact_float32, model_identity, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +58,7 @@ PREFETCH_BATCHES = 4  # decoded batches each worker keeps ready: smooths decodin
 
 def process_cores(state: PartialState) -> int:
     """This process's share of the machine's cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // state.num_processes)
+    return max(1, available_cores() // state.num_processes)
 
 
 def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
@@ -78,7 +70,7 @@ def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
     workers = config.num_workers
     if workers is None:
         workers = min(8, per_process - 1) if on_gpu else min(4, per_process // 2)
-    return workers, config.threads or max(1, per_process - workers)
+    return workers, config.threads or compute_threads(workers, state.num_processes)
 
 
 def make_source(config: ExtractConfig) -> Source:
@@ -198,7 +190,7 @@ def run_record(config: ExtractConfig, source: Source, model: Any) -> dict[str, A
     the arguments: `--out k7` and `--out /abs/k7`, relative and absolute `--videos`, are one run, and a folder moved
     elsewhere resumes there."""
     name = config.model or config.encoder
-    revision = model_revision(name, model)
+    revision = model_identity(name, model)
     local = Path(name).expanduser().is_dir()
     return {
         "inputs": _inputs(source, config),

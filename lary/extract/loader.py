@@ -12,7 +12,8 @@ shard size is one), so the batches, and the values computed, do not depend on ho
 (Dataset rows, one piece each, fill batches in turn: the same grid for pairs, whole clips for clips.)
 
 Long samples are cut into windows of at most `batch_size` pairs, at the grid's lines; consecutive windows share
-`stride` frames, so every pair `(t, t + stride)` is computed once and every frame is decoded once. Memory is bounded
+`stride` frames (`Piece.carried`), so every pair `(t, t + stride)` is computed once, every frame is decoded once
+and goes through the backbone once (the extractor keeps the shared frames' features). Memory is bounded
 by the windows in flight, not by the length of a video.
 """
 
@@ -58,6 +59,7 @@ class Piece:
     resized: bool  # False: the frames at their own size, for the model's device to resize
     stride: int
     passthrough: dict[str, Any] = field(default_factory=dict)  # row layout: the row's pass-through values
+    carried: int = 0  # its first frames, the previous window's last: their features are computed there
 
     @property
     def pairs(self) -> int:
@@ -244,5 +246,6 @@ class UnitStream(IterableDataset):
             _stack([pixels for _, _, pixels in frames]),
             not self.preparer.resize_on_device,
             stride,
+            carried=len(carried),
         )
         return piece, frames[len(frames) - stride :]

@@ -10,17 +10,11 @@ resize to model size (on CPU), or nothing when the model is on a GPU, which then
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import torch
 
-from lary import LapaDinov3Model
+from lary import LapaDinov3Model, runtime
 from lary.encoders import (
     EncoderTransform,
     encode_frames,
@@ -31,86 +25,13 @@ from lary.encoders import (
 from lary.errors import LaryError
 from lary.extract.loader import Piece
 from lary.extract.rows import latent_action_types, list_type
-from lary.frames import load_processor
-from lary.hub import load_pretrained
+from lary.runtime import CLI, CLI_ENCODER, LATENT_ACTION_COLUMNS, CarriedFeatures, LatentActionRuntime, to_numpy
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HASHED_BYTES = 16 * 2**20
-LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
-
-
-def native_bfloat16() -> bool:
-    """Whether this machine's CPU computes bfloat16 natively: x86's AVX512-BF16 or AMX-BF16, Arm's BF16 (Linux's
-    /proc/cpuinfo flags; False where it cannot be read)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    line = re.search(r"^(?:flags|Features)\s*:(.*)$", cpuinfo, re.MULTILINE)
-    return line is not None and bool(set(line.group(1).split()) & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def resolve_dtype(name: str, device: torch.device) -> str:
-    """`name`, or for "auto" the dtype this device computes fastest with little change to the codes: bfloat16 on a
-    GPU that has it and on a CPU with native bfloat16 (`native_bfloat16`), else float32 (benchmarks/bench_cpu_bf16.py)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if device.type == "cpu" and native_bfloat16() else "float32"
-
-
-@contextmanager
-def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """float32 on a GPU computed in float32: PyTorch lets cuDNN's convolutions (the patch embedding, the position
-    generators) use TF32 by default, which the CPU's numbers do not. Other dtypes and devices are left alone."""
-    if device.type != "cuda" or dtype != torch.float32:
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
-
-
-def load_model(
-    name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False, allow_missing_weights: bool = False
-):
-    """`AutoModel.from_pretrained` in eval mode, on `device` unless `device_map` places it; weights that do not fit
-    are refused (`lary.hub.load_pretrained`)."""
-    from transformers import AutoModel
-
-    flag = "--encoder" if encoder else "--model"
-    kwargs = {"dtype": DTYPES[resolve_dtype(dtype, device)]}
-    if device_map:
-        kwargs["device_map"] = device_map
-    model = load_pretrained(AutoModel, name, flag, allow_missing_weights, **kwargs).eval()
-    if not encoder and not isinstance(model, LapaDinov3Model):
-        raise LaryError(f"--model {name} is a {type(model).__name__}, not LAPA-DINOv3; use --encoder for other models")
-    return model if device_map else model.to(device)
-
-
-def model_revision(name: str, model) -> str | None:
-    """Local folder: `sha256:` of the weights' size and first 16 MiB (`model.safetensors`, or the shard index);
-    Hub id: the commit hash transformers resolved, or None."""
-    folder = Path(name)
-    if folder.is_dir():
-        for weights in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
-            path = folder / weights
-            if path.is_file():
-                digest = hashlib.sha256(str(path.stat().st_size).encode())
-                with open(path, "rb") as file:
-                    digest.update(file.read(HASHED_BYTES))
-                return f"sha256:{digest.hexdigest()}"
-        return None
-    return getattr(model.config, "_commit_hash", None)
+def load_model(name: str, dtype: str, device_map: str | None, device: torch.device, encoder: bool = False,
+               allow_missing_weights: bool = False):
+    """`--model` or `--encoder` as `lary.runtime.load_model` loads it, its errors naming those flags."""
+    naming = CLI_ENCODER if encoder else CLI
+    return runtime.load_model(name, dtype, device, device_map, encoder, allow_missing_weights, naming)
 
 
 def _pair_indices(pieces: list[Piece]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,24 +46,23 @@ def _pair_indices(pieces: list[Piece]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _split(values: dict[str, torch.Tensor], pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
-    arrays = {name: _numpy(value) for name, value in values.items()}
+    arrays = to_numpy(values)
     bounds = np.cumsum([0] + [piece.pairs for piece in pieces])
     return [{name: array[a:b] for name, array in arrays.items()} for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class LatentActionExtractor:
-    """LAPA-DINOv3 `action_indices`, `latent_actions` and `continuous_latent_actions`, with the processor saved in
-    the model folder (its size and resample). With `compiled`, the backbone's features and the latent actions are
-    computed by `torch.compile`d calls (compiled at the first batch, and once more when batch shapes change)."""
+    """LAPA-DINOv3 `action_indices`, `latent_actions` and `continuous_latent_actions` (`lary.runtime`'s
+    `LatentActionRuntime`), with the processor saved in the model folder (its size and resample). A window of a video
+    starts with the `stride` frames the previous window ended with (`Piece.carried`): their features are kept from
+    that window (`CarriedFeatures`), so every frame goes through the backbone once."""
 
     def __init__(self, model: LapaDinov3Model, name: str, batch_size: int, compiled: bool = False):
         self.batch_size = batch_size
-        self._features = torch.compile(model.extract_features) if compiled else model.extract_features
-        self._latent_actions = torch.compile(model) if compiled else model
-        self.processor = load_processor(name, model.config.backbone_config.image_size)
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.runtime = LatentActionRuntime(model, name, batch_size, compiled)
+        self.processor, self.device, self.dtype = self.runtime.processor, self.runtime.device, self.runtime.dtype
         self.resize_on_device = self.device.type == "cuda"
+        self._carried = CarriedFeatures(max_stride=batch_size)
 
     def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
         return latent_action_types(per_row_pairs)
@@ -157,28 +77,24 @@ class LatentActionExtractor:
             return [torch.from_numpy(frame) for frame in frames]
         return list(self.resize(np.stack(frames)))
 
-    def _resized(self, piece: Piece) -> torch.Tensor:
-        pixels = piece.pixels.to(self.device, non_blocking=True)
+    def _new_pixels(self, piece: Piece, carried: int) -> torch.Tensor:
+        """The piece's frames after its first `carried`, as the model's uint8 pixels on its device."""
+        pixels = piece.pixels[carried:].to(self.device, non_blocking=True)
         return pixels if piece.resized else self.processor.resize(pixels)
 
-    def _pixels(self, pieces: list[Piece]) -> torch.Tensor:
-        """The batch's frames as the model's input. They are joined while still uint8 and normalised once, so a batch
-        allocates one float buffer, not one per piece plus their concatenation."""
-        frames = [self._resized(piece) for piece in pieces]
-        return self.processor.normalize(frames[0] if len(frames) == 1 else torch.cat(frames)).to(self.dtype)
-
-    @torch.inference_mode()
     def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
-        pixels = self._pixels(pieces)
-        # frames in chunks of at most two batches: a long clip row does not hold all its activations at once
-        features = torch.cat([self._features(chunk) for chunk in pixels.split(2 * self.batch_size)])
+        carried = [self._carried.take((piece.sample, int(piece.frame_indices[0])), piece.carried) if piece.carried else None
+                   for piece in pieces]
+        counts = [0 if kept is None else len(kept) for kept in carried]
+        new = [self._new_pixels(piece, count) for piece, count in zip(pieces, counts)]
+        # the new frames of the whole batch through the backbone together, uint8 until then (one float buffer)
+        computed = self.runtime.features(new[0] if len(new) == 1 else torch.cat(new)).split([len(n) for n in new])
+        features = [part if kept is None else torch.cat((kept, part)) for kept, part in zip(carried, computed)]
+        for piece, frames in zip(pieces, features):
+            self._carried.keep((piece.sample, int(piece.frame_indices[-piece.stride])), frames[-piece.stride :])
         first, second = _pair_indices(pieces)
-        outputs: dict[str, list[torch.Tensor]] = {name: [] for name in LATENT_ACTION_COLUMNS}
-        for a, b in zip(first.split(self.batch_size), second.split(self.batch_size)):
-            output = self._latent_actions(backbone_features=torch.stack((features[a], features[b]), dim=1))
-            for name in LATENT_ACTION_COLUMNS:
-                outputs[name].append(output[name])
-        return _split({name: torch.cat(values) for name, values in outputs.items()}, pieces)
+        values = self.runtime.latent_actions(features[0] if len(features) == 1 else torch.cat(features), first, second)
+        return _split(values, pieces)
 
 
 class EncoderFeatureExtractor:
