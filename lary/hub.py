@@ -171,8 +171,10 @@ def _header_report(loader, name: str | Path, kwargs: dict):
     transforms = get_model_conversion_mapping(model)
     renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
     converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
-    info = LoadStateDictInfo(missing_keys=set(expected), unexpected_keys=set(), mismatched_keys=set(), error_msgs=[],
-                             conversion_errors={}, skipped_pp_keys=set())
+    fields = {"missing_keys": set(expected), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": [],
+              "conversion_errors": {}, "skipped_pp_keys": set()}  # skipped_pp_keys: not in transformers 5.4
+    known = LoadStateDictInfo.__dataclass_fields__
+    info = LoadStateDictInfo(**{key: value for key, value in fields.items() if key in known})
     for file in files:
         with safe_open(file, framework="pt") as weights:
             for key in weights.keys():
