@@ -29,7 +29,7 @@ from transformers import AutoModel, DINOv3ViTConfig
 
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.checkpoint import convert_checkpoint
-from lary.extract.models import native_bfloat16
+from lary.runtime import native_bfloat16
 from lary.frames import read_video
 from lary.hub import EMBEDDED_MODEL
 

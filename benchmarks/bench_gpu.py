@@ -42,7 +42,8 @@ from transformers import DINOv3ViTConfig
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.configs.extract import ExtractConfig
 from lary.extract.command import extract
-from lary.extract.models import LatentActionExtractor, exact_float32
+from lary.extract.models import LatentActionExtractor
+from lary.runtime import exact_float32
 from lary.hub import EMBEDDED_MODEL
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
