@@ -116,10 +116,11 @@ def _bytes(item: Any, where: str, limits: Limits) -> bytes:
 
 
 def _upright(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    """A decoded frame turned as its display matrix says (`degrees` counterclockwise, PyAV's `frame.rotation`), in
-    quarter turns as OpenCV's `VideoCapture` does by default (a phone's portrait video has -90)."""
-    turns = round(degrees / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    """A decoded frame stood upright by its display matrix (`degrees` counterclockwise, PyAV's `frame.rotation`; a
+    phone's portrait video has -90) as OpenCV's `VideoCapture` does by default: exact quarter turns only, flips and
+    other angles ignored."""
+    clockwise = -round(degrees) % 360
+    return np.ascontiguousarray(np.rot90(rgb, -(clockwise // 90))) if clockwise in (90, 180, 270) else rgb
 
 
 class Frame(NamedTuple):

@@ -310,6 +310,7 @@ def test_the_endpoint_turns_frames_upright_as_opencv_reads_them(endpoint, model_
         files[name] = (tmp_path / f"{name}.mp4").read_bytes()
     upright = handler({"inputs": files["upright"]})
     assert handler({"inputs": files["portrait"]}) == upright
+    _same_pairs(upright, _extract(["--videos", str(tmp_path / "portrait.mp4")], model_dir, tmp_path / "out", stride=1))
 
     pngs = {"upright": [], "exif": []}
     for frame in frames[:4]:
