@@ -34,6 +34,9 @@ from PIL import Image
 from lary.errors import LaryError, MediaError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# images that are not read as frames: one among the frames is refused rather than skipped (see `image_files`)
+OTHER_IMAGE_SUFFIXES = (".gif", ".apng", ".avif", ".heic", ".heif", ".jfif", ".jpe", ".jp2", ".pgm", ".ppm", ".pnm", ".qoi",
+                        ".tga")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
 
 
@@ -43,11 +46,23 @@ def natural_key(path: Path) -> list:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files of a folder in natural order."""
+    """The image files of a folder in natural order. Refused (`MediaError`), without opening anything: a file named
+    as an image that is not a regular file (a named pipe or a device, whose reading can block for ever), and an image
+    of a format not read as a frame (a `.gif` among PNG frames: skipping it would renumber the frames after it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LaryError(f"{folder} is not a folder")
-    return sorted((path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    files = []
+    for path in folder.iterdir():
+        suffix = path.suffix.lower()
+        if suffix in OTHER_IMAGE_SUFFIXES:
+            raise MediaError(path, f"a {suffix} image among the frames, which are read from {', '.join(IMAGE_SUFFIXES)} "
+                                   "files only: convert it or move it out (skipped, it would renumber the frames after it)")
+        if suffix in IMAGE_SUFFIXES:
+            if not path.is_file():  # symlinks followed: what a link names must be a regular file too
+                raise MediaError(path, "not a regular file (a named pipe, a device or a folder): not read")
+            files.append(path)
+    return sorted(files, key=natural_key)
 
 
 def read_image(source: str | Path | bytes | dict[str, Any] | Image.Image, where: str | None = None) -> np.ndarray:

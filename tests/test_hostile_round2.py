@@ -324,3 +324,22 @@ def test_the_manifest_records_only_the_options_that_apply(tmp_path, tiny_model, 
     arguments = read_manifest(out)["arguments"]
     assert arguments["stride_seconds"] == 0.2 and "stride" not in arguments and "split" not in arguments
     assert None not in arguments.values() and read_manifest(out)["split"] is None
+
+
+def test_a_named_pipe_or_a_gif_among_the_frames_is_that_folder_s_error(tmp_path, tiny_model):
+    """A pipe named like a frame is refused without being opened (opening it blocked the planning for ever); a .gif
+    among PNG frames is named, not skipped (the frames after it would have been renumbered). Other folders run."""
+    good = write_frames(tmp_path / "good", 3)
+    piped = write_frames(tmp_path / "piped", 3)
+    os.mkfifo(piped / "1b.png")
+    animated = write_frames(tmp_path / "animated", 3)
+    Image.new("RGB", (32, 32)).save(animated / "1.gif")
+    out = tmp_path / "out"
+    command = subprocess.run([sys.executable, "-m", "lary", "extract", "--model", str(tiny_model), "--images",
+                              str(good), str(piped), str(animated), "--out", str(out), "--num-workers", "0", "--cpu"],
+                             env=ENV, capture_output=True, text=True, timeout=300)  # a pipe opened would hang here
+    assert command.returncode == 1, command.stderr
+    assert read_output(out).column("id").to_pylist() == ["good", "good"]
+    reasons = {entry["id"]: entry["reason"] for entry in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert reasons["piped"] == f"{piped / '1b.png'}: not a regular file (a named pipe, a device or a folder): not read"
+    assert reasons["animated"].startswith(f"{animated / '1.gif'}: a .gif image among the frames")
