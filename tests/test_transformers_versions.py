@@ -33,7 +33,8 @@ ENVIRONMENTS = {
 }
 
 # Run by each environment's Python, in a folder outside the checkout (nothing of ours on its path): codes and vectors
-# of pairs and of a clip through AutoModel + AutoProcessor, and of the clip through the pipeline, which saves itself.
+# of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the pipeline (which saves itself), and
+# every record of eager attention (hidden states and attention maps of the encoder, decoder and backbone).
 CODES = """
 import json, os, sys
 import numpy as np, torch, transformers
@@ -42,18 +43,23 @@ from transformers import AutoModel, AutoProcessor, pipeline
 for job in json.loads(os.environ["LARY_JOBS"]):
     frames = list(np.load(job["frames"]))
     model = AutoModel.from_pretrained(job["folder"], trust_remote_code=True)
+    eager = AutoModel.from_pretrained(job["folder"], trust_remote_code=True, attn_implementation="eager")
     processor = AutoProcessor.from_pretrained(job["folder"], trust_remote_code=True)
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    pairs = processor(images=[list(pair) for pair in zip(frames[:-1], frames[1:])])
     with torch.no_grad():
-        pairs = model(**processor(images=[list(pair) for pair in zip(frames[:-1], frames[1:])]))
+        paired = model(**pairs)
         clip = model(**processor(videos=[frames], stride=2))
+        recorded = eager(**pairs, output_hidden_states=True, output_attentions=True, return_predicted_features=True)
     latent = pipeline(model=job["folder"], trust_remote_code=True)
     served = latent(frames)
     latent.save_pretrained(job["saved"])
-    np.savez(job["out"], pair_indices=pairs.action_indices, pair_vectors=pairs.continuous_latent_actions,
-             pair_tokens=pairs.latent_actions, clip_indices=clip.action_indices,
+    records = {f"{key}_{i}": value for key, values in recorded.items() if isinstance(values, tuple)
+               for i, value in enumerate(values)}
+    np.savez(job["out"], pair_indices=paired.action_indices, pair_vectors=paired.continuous_latent_actions,
+             pair_tokens=paired.latent_actions, clip_indices=clip.action_indices,
              clip_vectors=clip.continuous_latent_actions, served_indices=served["action_indices"],
-             served_vectors=served["continuous_latent_actions"])
+             served_vectors=served["continuous_latent_actions"], predicted=recorded.predicted_features, **records)
 ours = sorted(name for name in sys.modules if name.split(".")[0] in ("lary", "lary_hub"))
 assert not ours, ours
 print(transformers.__version__)
@@ -101,6 +107,7 @@ def reference(model_folders, tmp_path_factory) -> dict:
 
 
 def assert_same_codes(ours: dict, theirs: dict, where: str) -> None:
+    assert set(ours) == set(theirs), f"{where}: other outputs or records {set(ours) ^ set(theirs)}"
     for key in ours:
         if key.endswith("indices"):
             assert np.array_equal(ours[key], theirs[key]), f"{where}: {key} differ"
