@@ -343,3 +343,13 @@ def test_a_named_pipe_or_a_gif_among_the_frames_is_that_folder_s_error(tmp_path,
     reasons = {entry["id"]: entry["reason"] for entry in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
     assert reasons["piped"] == f"{piped / '1b.png'}: not a regular file (a named pipe, a device or a folder): not read"
     assert reasons["animated"].startswith(f"{animated / '1.gif'}: a .gif image among the frames")
+
+
+def test_an_existing_file_named_like_a_glob_is_that_file(tmp_path, tiny_model):
+    write_clip(tmp_path / "videos" / "clip[1].mp4", num_frames=4)
+    write_clip(tmp_path / "videos" / "clip1.mp4", num_frames=6)  # what the glob `clip[1].mp4` matches
+    out = tmp_path / "out"
+    assert extract("--model", str(tiny_model), "--videos", str(tmp_path / "videos" / "clip[1].mp4"), "--out", str(out),
+                   "--num-workers", "0") == 0
+    assert read_output(out).column("id").to_pylist() == ["clip[1].mp4"] * 3
+    assert read_manifest(out)["arguments"]["videos"] == [str(tmp_path / "videos" / "clip[1].mp4")]

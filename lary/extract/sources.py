@@ -194,7 +194,7 @@ class VideoSource(FileSource):
     def __init__(self, patterns: Sequence[str], limit: int | None = None):
         files: list[str] = []
         for pattern in patterns:
-            if not glob.has_magic(pattern):
+            if not glob.has_magic(pattern) or os.path.lexists(pattern):  # a file named `clip[1].mp4` is that file
                 if os.path.isdir(pattern):
                     raise LaryError(f"--videos {path_text(pattern)} is a folder, not a video file: give its files, "
                                     f"e.g. '{path_text(os.path.join(pattern, '*.mp4'))}'")
