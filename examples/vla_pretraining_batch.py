@@ -1,29 +1,51 @@
-"""From a LeRobot dataset to a VLA's pretraining batch: latent actions labelled on the fly, written as tokens of a
-language model, and one training step on text plus latent-action tokens (the loss on the action tokens).
+"""From videos or a LeRobot dataset to a VLA's pretraining batch: latent actions labelled on the fly, written as
+tokens of a language model, and one training step on text plus latent-action tokens (the loss on the action tokens).
 
+    python examples/vla_pretraining_batch.py                      # offline: generated clips, the tiny models
+    python examples/vla_pretraining_batch.py --videos "my_clips/*.mp4" --task "pick up the cup"
     python examples/vla_pretraining_batch.py --lerobot lerobot/aloha_sim_insertion_human --stride 15 \\
-        --model AGI-Eval/LAPA-DINOv3 --lm HuggingFaceTB/SmolLM2-135M
+        --model AGI-Eval/LAPA-DINOv3 --lm HuggingFaceTB/SmolLM2-135M   # from the Hub
 
-Defaults run offline on a CPU: the embedded tiny LAPA-DINOv3 (trained on synthetic clips only: its codes of real
-video mean nothing) and a tiny language model built here. See docs/vla.md.
+Defaults run offline on a CPU: a few clips of a moving shape written as video files to a temporary folder
+(`lary.synthetic`, the task their motion), the embedded tiny LAPA-DINOv3 (trained on such clips only: its codes of
+real video mean nothing) and a tiny language model built here. See docs/vla.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lary import LatentActionLabeler, LatentActionTokens
+from lary.errors import LaryError, one_line_errors
 from lary.frames import decode_video, probe_video
 from lary.hub import default_model
 from lary.lerobot import open_lerobot
+from lary.synthetic import DIRECTIONS, make_clips, write_video
 
 PROMPT = "What action should the robot take to {task}?"
+VIDEO_CAMERA = "observation.image"  # the key of a video's frames, as LeRobot names a single camera
+
+
+class Rows(NamedTuple):
+    """One episode's rows: row t is frame `positions[t]` of `video` (whose packets' timestamps are `pts`), with its
+    task text and its `frame_index`."""
+
+    video: Path
+    positions: np.ndarray
+    pts: np.ndarray
+    tasks: list[str]
+    episode_index: int
+    frame_indices: np.ndarray
 
 
 class FramePairs(Dataset):
@@ -36,37 +58,89 @@ class FramePairs(Dataset):
     def __init__(self, path_or_repo_id: str, camera: str | None, k: int):
         self.dataset = open_lerobot(path_or_repo_id, camera=camera)
         self.camera, self.k = self.dataset.camera, k
-        self.items = [(info, t) for info in self.dataset.episodes for t in range(info.length)]
         self.tasks = read_tasks(self.dataset.root, self.dataset.version)
-        self._episodes: dict[int, tuple] = {}
+        self.lengths = [info.length for info in self.dataset.episodes]
+        self.items = [(e, t) for e, length in enumerate(self.lengths) for t in range(length)]
+        self._rows: dict[int, Rows] = {}
+
+    def task_texts(self) -> list[str]:
+        return list(self.tasks.values())
+
+    def collate(self, items: list[dict]) -> dict:
+        """`default_collate`: a camera's frames have one size."""
+        return default_collate(items)
+
+    def read_rows(self, e: int) -> Rows:
+        """Episode `e`'s rows: its table, and where each row's frame is in its video."""
+        info = self.dataset.episodes[e]
+        episode, video = self.dataset.read_episode(info), probe_video(info.video_file)
+        columns = episode.columns
+        tasks = [self.tasks.get(int(i), "") for i in columns["task_index"]] if "task_index" in columns else [""] * info.length
+        return Rows(info.video_file, self.dataset.frame_positions(episode, video.times), video.pts, tasks,
+                    info.episode_index, columns["frame_index"])
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _episode(self, info):
-        """The episode's rows, its video's timestamps and where each row's frame is in the video (cached)."""
-        if info.episode_index not in self._episodes:
-            episode, video = self.dataset.read_episode(info), probe_video(info.video_file)
-            self._episodes[info.episode_index] = (episode, video, self.dataset.frame_positions(episode, video.times))
-        return self._episodes[info.episode_index]
-
     def __getitem__(self, index: int) -> dict:
-        info, t = self.items[index]
-        episode, video, positions = self._episode(info)
-        rows = [t, min(t + self.k, info.length - 1)]
+        e, t = self.items[index]
+        if e not in self._rows:
+            self._rows[e] = self.read_rows(e)
+        rows = self._rows[e]
         frames = []
-        for row in rows:  # seek to the keyframe before the frame, decode up to it
-            position = int(positions[row])
-            frame = next(decode_video(info.video_file, position, position + 1, int(video.pts[position])))
+        for row in (t, min(t + self.k, self.lengths[e] - 1)):  # seek to the keyframe before the frame, decode to it
+            position = int(rows.positions[row])
+            frame = next(decode_video(rows.video, position, position + 1, int(rows.pts[position])))
             frames.append(torch.from_numpy(frame.rgb).permute(2, 0, 1).float() / 255)
-        columns = episode.columns
         return {
             self.camera: torch.stack(frames),
-            f"{self.camera}_is_pad": torch.tensor([False, t + self.k >= info.length]),
-            "task": self.tasks.get(int(columns["task_index"][t]), "") if "task_index" in columns else "",
-            "episode_index": info.episode_index,
-            "frame_index": int(columns["frame_index"][t]),
+            f"{self.camera}_is_pad": torch.tensor([False, t + self.k >= self.lengths[e]]),
+            "task": rows.tasks[t],
+            "episode_index": rows.episode_index,
+            "frame_index": int(rows.frame_indices[t]),
         }
+
+
+class VideoFramePairs(FramePairs):
+    """The same items from video files: video i is episode i, each of its frames a row (`frame_index` its number in
+    the video), `tasks[i]` its task text; the frames are under `VIDEO_CAMERA`."""
+
+    def __init__(self, videos: list[Path], tasks: list[str], k: int):
+        self.videos, self.tasks, self.camera, self.k = videos, tasks, VIDEO_CAMERA, k
+        self.probes = [probe_video(video) for video in videos]
+        self.lengths = [len(probe.pts) for probe in self.probes]
+        self.items = [(e, t) for e, length in enumerate(self.lengths) for t in range(length)]
+        self._rows = {}
+
+    def task_texts(self) -> list[str]:
+        return self.tasks
+
+    def collate(self, items: list[dict]) -> dict:
+        """`default_collate`, but the frames stay a list of (2, C, H, W) tensors: videos may differ in size (the
+        labeler takes such a list; a VLA's image processor resizes them)."""
+        batch = default_collate([{key: value for key, value in item.items() if key != self.camera} for item in items])
+        return batch | {self.camera: [item[self.camera] for item in items]}
+
+    def read_rows(self, e: int) -> Rows:
+        frames = np.arange(self.lengths[e])
+        return Rows(self.videos[e], frames, self.probes[e].pts, [self.tasks[e]] * len(frames), e, frames)
+
+
+def find_videos(patterns: list[str]) -> list[Path]:
+    """The video files `patterns` name (files or globs), sorted; none is an error naming the patterns."""
+    videos = sorted({Path(path) for pattern in patterns for path in glob.glob(pattern, recursive=True)
+                     if Path(path).is_file()})
+    if not videos:
+        raise LaryError(f"--videos {' '.join(patterns)}: no video file")
+    return videos
+
+
+def synthetic_videos(folder: Path, seed: int, count: int = 4, num_frames: int = 12) -> tuple[list[Path], list[str]]:
+    """`count` clips of a shape moving in one of 8 directions (the clips the embedded model was trained on), written
+    as video files in `folder`, and their tasks (`move <direction>`)."""
+    clips = make_clips(count, seed=seed, num_frames=num_frames)
+    videos = [write_video(clip.frames, folder / f"clip_{i}.mkv") for i, clip in enumerate(clips)]
+    return videos, [f"move {DIRECTIONS[clip.direction]}" for clip in clips]
 
 
 def read_tasks(root: Path, version: str) -> dict[int, str]:
@@ -115,26 +189,51 @@ def pretraining_batch(batch: dict, camera: str, tokenizer, tokens: LatentActionT
     }
 
 
+def frame_pairs(args: argparse.Namespace, scratch: Path) -> FramePairs:
+    """The pairs of --lerobot, of --videos, or of clips generated in `scratch`."""
+    if args.lerobot:
+        return FramePairs(args.lerobot, args.camera, args.stride)
+    if args.videos:
+        videos = find_videos(args.videos)
+        return VideoFramePairs(videos, [args.task or video.stem.replace("_", " ") for video in videos], args.stride)
+    return VideoFramePairs(*synthetic_videos(scratch, args.seed), args.stride)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lerobot", required=True, help="a LeRobot dataset (v3.0 or v2.1): a folder or a Hub id")
-    parser.add_argument("--camera", help="its camera feature (default: the only one)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--lerobot", help="a LeRobot dataset (v3.0 or v2.1): a folder or a Hub id")
+    source.add_argument("--videos", nargs="+", metavar="FILE_OR_GLOB",
+                        help="video files, each an episode (default without --lerobot: clips generated here)")
+    parser.add_argument("--camera", help="--lerobot's camera feature (default: the only one)")
+    parser.add_argument("--task", help="--videos' instruction (default: each file's name, _ as spaces)")
     parser.add_argument("--stride", type=int, default=3, help="k: the pairs are frames (t, t + k)")
     parser.add_argument("--model", default=str(default_model()), help="a LAPA-DINOv3 folder or Hub id")
     parser.add_argument("--lm", help="a causal language model (Hub id or folder); default: a tiny one built here")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per batch (and per labeler forward pass)")
     parser.add_argument("--dtype", default="float32", help="the labeler's dtype (bfloat16 on a GPU)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the batch order, the models built here and the "
+                                                             "generated clips")
     args = parser.parse_args(argv)
+    if args.camera and not args.lerobot or args.task and not args.videos:
+        parser.error("--camera goes with --lerobot, --task with --videos")
     torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory(prefix="vla-example-") as scratch:
+        return run(args, Path(scratch))
 
-    # 1. The latent action model as a labeler: on the GPU when there is one, without gradients
+
+def run(args: argparse.Namespace, scratch: Path) -> dict:
+    """The steps of docs/vla.md's worked example; returns the batch, the inputs, the loss and the models."""
+    # 1. Frame pairs (t, t + k): of a LeRobot dataset, of video files, or of clips generated here (read first: a
+    #    wrong input is said before the model loads)
+    pairs = frame_pairs(args, scratch)
+
+    # 2. The latent action model as a labeler (on the GPU when there is one, without gradients), labelling the pairs
+    #    batch by batch in the DataLoader's collate (num_workers=0: the collate runs the model in this process)
     labeler = LatentActionLabeler.from_pretrained(args.model, dtype=args.dtype, batch_size=args.batch_size)
-
-    # 2. Frame pairs (t, t + k), labelled batch by batch in the DataLoader's collate (num_workers=0: the collate runs
-    #    the model, which stays in this process)
-    pairs = FramePairs(args.lerobot, args.camera, args.stride)
-    loader = DataLoader(pairs, batch_size=args.batch_size, shuffle=True, collate_fn=labeler.collate(pairs.camera))
+    collate = labeler.collate(pairs.camera, base_collate=pairs.collate)
+    loader = DataLoader(pairs, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
     batch = next(iter(loader))
 
     # 3. The codes as tokens of the language model: <ACT_0> .. <ACT_{K-1}>, and its embeddings resized to them
@@ -145,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
         tokenizer.bos_token = tokenizer.bos_token or tokenizer.eos_token
     else:
-        tokenizer, lm = tiny_language_model([PROMPT.format(task=task) for task in pairs.tasks.values()])
+        tokenizer, lm = tiny_language_model([PROMPT.format(task=task) for task in pairs.task_texts()])
     tokens = LatentActionTokens.add_to(tokenizer, labeler.config)
     lm.resize_token_embeddings(len(tokenizer))
     lm.to(labeler.device).train()
@@ -170,4 +269,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors(Path(__file__).name):  # what the user can fix: one line, exit code 2
+        main()

@@ -12,9 +12,7 @@ interrupted (Ctrl-C, SIGTERM).
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
-import os
 import shlex
 import signal
 import sys
@@ -23,10 +21,8 @@ from dataclasses import dataclass
 from lary import logs, registration
 from lary.launcher import end_with_launcher
 from lary.configs import parser as config_parser
-from lary.errors import LaryError, NoSpaceError
+from lary.errors import EXIT_BAD_INPUT, EXIT_NO_SPACE, LaryError, one_line_errors  # noqa: F401 (LaryError: lary.cli.LaryError)
 
-EXIT_BAD_INPUT = 2
-EXIT_NO_SPACE = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 EXIT_CODES = (
     "exit codes: 0 done; 1 done, but some items failed (lary extract: see OUT/errors.jsonl, rerun to retry them); "
@@ -136,19 +132,8 @@ def run() -> None:
     command = next((arg for arg in sys.argv[1:2] if arg in COMMANDS), None)
     prog = " ".join(["lary", *([command] if command else [])])
     try:
-        sys.exit(main())
-    except LaryError as error:
-        if os.environ.get("LARY_TRACEBACK") == "1":
-            raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        where = f" writing {error.filename}" if error.filename else ""
-        message = str(error) if isinstance(error, NoSpaceError) else f"no space left{where}; free space and rerun"
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_NO_SPACE)
+        with one_line_errors(prog):
+            sys.exit(main())
     except KeyboardInterrupt:
         if logs.is_main_process():  # the other processes of a launch end with it, silently
             resume = "; rerun the same command to resume" if command and COMMANDS[command].resumes else ""

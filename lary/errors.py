@@ -1,10 +1,17 @@
-"""What the user can fix: bad input, named. `lary` prints these on one line (exit code 2); anything else is a bug and
-keeps its traceback."""
+"""What the user can fix: bad input, named. `lary` and the example scripts print these on one line (exit code 2;
+a full disk 3, `one_line_errors`); anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_SPACE = 3
 
 
 def path_text(path: str | Path) -> str:
@@ -40,3 +47,24 @@ class NoSpaceError(OSError):
 
     def __reduce__(self):  # as it was built (it is sent between processes)
         return NoSpaceError, (self.path, self.advice)
+
+
+@contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """End the program on one line, `prog: error: ...` on stderr, for what the user can fix: bad input (a `LaryError`,
+    exit code 2) or a full disk (exit code 3). Anything else keeps its traceback; so does bad input with
+    `LARY_TRACEBACK=1`. For `lary` and for scripts: `with one_line_errors("my_script.py"): main()`."""
+    try:
+        yield
+    except LaryError as error:
+        if os.environ.get("LARY_TRACEBACK") == "1":
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        message = str(error) if isinstance(error, NoSpaceError) else f"no space left{where}; free space and rerun"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_NO_SPACE)

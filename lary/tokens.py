@@ -123,7 +123,7 @@ class LatentActionTokens:
         """Which token ids are latent action tokens (a bool mask of the same shape and kind): e.g. the positions of a
         sequence that the action loss is taken on."""
         if isinstance(ids, torch.Tensor):
-            return torch.isin(ids, torch.from_numpy(self.ids).to(ids.device))
+            return torch.isin(ids, torch.tensor(self.ids, device=ids.device))
         return np.isin(np.asarray(ids), self.ids)
 
     def decode(self, ids: Any) -> Any:
