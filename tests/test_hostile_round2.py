@@ -12,9 +12,12 @@ import shutil
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import datasets
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -353,3 +356,38 @@ def test_an_existing_file_named_like_a_glob_is_that_file(tmp_path, tiny_model):
                    "--num-workers", "0") == 0
     assert read_output(out).column("id").to_pylist() == ["clip[1].mp4"] * 3
     assert read_manifest(out)["arguments"]["videos"] == [str(tmp_path / "videos" / "clip[1].mp4")]
+
+
+def write_timed_video(path: Path, times_ms: list[int], rate: int = 30) -> Path:
+    """An MP4 whose frame `i` is shown at `times_ms[i]` (a variable frame rate when they are not evenly spaced)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, time_ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_stride_seconds_refuses_a_variable_frame_rate_video(tmp_path, tiny_model):
+    """Frames 33 ms apart, then 100 ms, then 33 ms: no k frames are 0.2 s throughout (the header's rate, 18.75 fps
+    here, would have been trusted)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_timed_video(videos / "phone.mp4", [0, 33, 67, 100, 200, 300, 400, 433, 467, 500])
+    write_timed_video(videos / "steady.mp4", [round(index * 1000 / 30) for index in range(10)])
+    refused(rf"--stride-seconds 0\.2: {videos}/phone\.mp4 has a variable frame rate \(frames 33\.\d to 100\.\d ms "
+            r"apart; its header says [\d.]+ fps\), so no number of frames is 0\.2 s throughout: give --stride in frames",
+            "--model", str(tiny_model), "--videos", str(videos / "*.mp4"), "--stride-seconds", "0.2",
+            "--out", str(tmp_path / "out"))
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [".lock"]  # refused when planning
+    out = tmp_path / "steady"
+    assert extract("--model", str(tiny_model), "--videos", str(videos / "steady.mp4"), "--stride-seconds", "0.2",
+                   "--out", str(out), "--num-workers", "0") == 0
+    assert read_manifest(out)["stride"] == 6 and read_output(out).num_rows == 4
