@@ -37,7 +37,6 @@ from lary.extract.shards import read_manifest
 
 logger = logging.getLogger(__name__)
 
-FEATURE_COLUMNS = ("latent_actions", "continuous_latent_actions", "action_indices", "features")
 DEFAULT_FEATURES = ("latent_actions", "features")
 CACHE_FORMAT = 2  # 2: stores holding NaN or infinity are refused while written
 READ_ROWS = 64  # Parquet rows decoded at once while filling the cache (~100 MB for 1.6 MB rows)
