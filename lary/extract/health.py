@@ -6,7 +6,7 @@ sequence seen (at most min(pairs, codebook_size ** positions)).
 
 The report, per code position: the codebook entries used, the share of the most common code and the entropy of the
 codes in bits (at most log2(codebook_size)); over whole code sequences: how many distinct ones, their entropy in bits,
-and the share of the most common one. Two collapses are named in its `warnings` (see docs/extract.md):
+and the share of the most common one. Two collapses (`collapses`) are named in its `warnings` (see docs/extract.md):
 
 - a position whose most common code covers at least `STUCK_POSITION_SHARE` of the pairs carries (almost) nothing;
 - the codes hardly vary when one sequence covers at least `COLLAPSED_SEQUENCE_SHARE` of the pairs, or the sequences'
@@ -91,11 +91,11 @@ def report(batches: Iterable[np.ndarray], codebook_size: int) -> dict[str, Any] 
         "sequences": {"distinct": len(sequences), "entropy_bits": round(_bits(np.array(list(sequences.values()))), 3),
                       "top": list(top), "top_share": round(top_count / pairs, 4)},
     }
-    health["warnings"] = warnings(health)
+    health["warnings"] = collapses(health)
     return health
 
 
-def warnings(health: dict[str, Any]) -> list[str]:
+def collapses(health: dict[str, Any]) -> list[str]:
     """The collapses the report shows (none below `MIN_PAIRS` pairs), a line each."""
     if health["pairs"] < MIN_PAIRS:
         return []
