@@ -44,6 +44,7 @@ from lary.extract.sources import (
 )
 from lary.frames import video_rotations
 from lary.parquet_shards import no_space_names
+from lary.paths import outside
 from lary.processes import process_state
 from lary.runtime import available_cores, compute_threads, exact_float32, model_identity, resolve_dtype
 
@@ -422,8 +423,7 @@ def extract(config: ExtractConfig) -> int:
 
 def check_out(outdir: Path, source: Source) -> None:
     """`--out` must not be inside what the run reads (it would change: a dataset's or LeRobot dataset's files, an
-    image folder's), nor a folder of the input videos, symlinks resolved; and it must be new, empty or a `lary
-    extract` folder (`shards.check_folder`). Checked before the model loads."""
+    image folder's), nor a folder of the input videos, symlinks resolved. Checked before the model loads."""
     if isinstance(source, VideoSource):
         for folder in sorted({path.parent for path in source.paths}):
             if outdir.resolve() == folder.resolve():
@@ -435,17 +435,17 @@ def check_out(outdir: Path, source: Source) -> None:
         outside(outdir, source.root, "the LeRobot dataset")
     elif Path(source.root).expanduser().is_dir():
         outside(outdir, Path(source.root).expanduser(), "the dataset")
-    shards.check_folder(outdir)
 
 
 def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dict[str, Any], state: PartialState,
                 workers: int, labels: Labels | None, lock: OutputLock) -> tuple[list[list[plan.Segment]], list[str], str]:
-    """The main process locks the folder, checks or records the run, plans it and removes our leftovers and damaged
-    shards; what it finds wrong ends every process. Returns the plan's shards, the damaged files removed and the
-    run's id."""
+    """The main process checks that the folder is new, empty or ours (`shards.check_folder`, before anything is
+    written there), locks it, checks or records the run, plans it and removes our leftovers and damaged shards; what
+    it finds wrong ends every process. Returns the plan's shards, the damaged files removed and the run's id."""
     outcome: list[Any] = [[], None]
     if state.is_main_process:
         try:
+            shards.check_folder(outdir)
             try:
                 outdir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
