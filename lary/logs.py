@@ -58,5 +58,10 @@ def _library_progress_bars(shown: bool) -> None:
 def progress_hidden() -> bool:
     """True when no bars are wanted: -q or a process other than the main one, or stderr is not a terminal (a log
     file or a pipe, where each update of a bar would be a `\\r` line: tqdm's `disable=None`)."""
+    return logging.getLogger("lary").level > logging.INFO or not _bars_drawn()
+
+
+def _bars_drawn() -> bool:
+    """stderr is a terminal, or a notebook's (whose stream is not, but where tqdm.auto draws its bars as widgets)."""
     stderr = sys.stderr
-    return logging.getLogger("lary").level > logging.INFO or stderr is None or not stderr.isatty()
+    return stderr is not None and (stderr.isatty() or "ipykernel" in sys.modules)
