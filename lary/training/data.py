@@ -169,9 +169,10 @@ class StepBatchSampler(Sampler[list[Pair]]):
             yield pairs[self.process_index * self.batch_size : (self.process_index + 1) * self.batch_size]
 
 
-class FramePairs(Dataset):
-    """Frame pairs as `pixel_values` (2, 3, H, W) in [-1, 1] (normalised by the processor), or cached
-    `backbone_features` (2, h, w, D)."""
+class TrainingPairs(Dataset):
+    """The training clips' frame pairs, indexed by a sampled `Pair`, as model inputs: `pixel_values` (2, 3, H, W)
+    in [-1, 1] (normalised by the processor), or cached `backbone_features` (2, h, w, D). (An episode's pairs with
+    their targets are `lary.lerobot.FramePairs`.)"""
 
     def __init__(self, clips: list[torch.Tensor], processor: LapaDinov3Processor, features: list[torch.Tensor] | None = None):
         self.clips, self.processor, self.features = clips, processor, features

@@ -27,7 +27,7 @@ from lary.hub import build_config, export, load_config, load_pretrained
 from lary.jsonfile import read_json_object
 from lary.logs import progress_hidden
 from lary.training import checkpoints
-from lary.training.data import FramePairs, StepBatchSampler, load_clips
+from lary.training.data import StepBatchSampler, TrainingPairs, load_clips
 from lary.training.features_cache import compute_features
 from lary.training.report import plot_curves, write_model_card
 
@@ -125,7 +125,7 @@ def train(args: TrainConfig) -> Path:
     )
     # its own generator: creating the iterator must not draw from the global RNG that NSVQ's noise uses
     loader = DataLoader(
-        FramePairs(clips, processor, features), batch_sampler=sampler, num_workers=args.num_workers,
+        TrainingPairs(clips, processor, features), batch_sampler=sampler, num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
     log_path = out / "log.jsonl"
