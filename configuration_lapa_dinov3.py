@@ -10,7 +10,7 @@ try:
     from transformers import PreTrainedConfig
 except ImportError:  # transformers 4
     from transformers import PretrainedConfig as PreTrainedConfig
-try:  # transformers >= 5.6: sub-configs with their defaults
+try:  # later transformers 5 (not 5.5): sub-configs with their defaults
     from transformers.configuration_utils import SubConfigSpec
 except ImportError:
     SubConfigSpec = None

@@ -29,6 +29,10 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, DINOv3ViTConfig, LapaDinov3Config
 
+# Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
+# it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
+from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
+
 # The Hub files run on transformers 4.51 to 5.x (tests/test_transformers_versions.py): what an older one lacks is
 # detected here and made up for by the smallest stand-in.
 try:
@@ -128,10 +132,6 @@ def attention_function(implementation: str | None) -> Callable:
     # not causal: transformers 4.51's SDPA makes attention without a mask causal, whatever the module's `is_causal`
     return functools.partial(ALL_ATTENTION_FUNCTIONS[implementation], is_causal=False)
 
-
-# Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
-# it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
-from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
 
 VideoShape = tuple[int, int, int, int]  # (batch, frames, height, width) of a token grid
 # In bfloat16, SDPA's kernels are slower than the plain product over this few keys without a mask (the temporal

@@ -69,7 +69,7 @@ print(transformers.__version__)
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
     """Hub folders with real files (no symlinks into the checkout) and the frames each is run on: the embedded tiny
-    model on mixed-size frames, and the golden checkpoint converted by `lary convert` on the golden cases' frames."""
+    model on frames it resizes, and the golden checkpoint converted by `lary convert` on the golden cases' frames."""
     golden = shared_path("golden", "lapa_dinov3_tiny")
     root = tmp_path_factory.mktemp("hub_folders")
     tiny = shutil.copytree(REPO_ROOT / "examples" / "tiny-lapa-dinov3", root / "tiny")
@@ -100,7 +100,7 @@ def run_codes(python: Path, folders: dict[str, tuple[Path, np.ndarray]], work: P
 @pytest.fixture(scope="module")
 def reference(model_folders, tmp_path_factory) -> dict:
     """The codes with this environment's transformers, by the same remote-code script."""
-    results, version = run_codes(Path(sys.executable), model_folders, tmp_path_factory.mktemp("reference") / "run")
+    results, _ = run_codes(Path(sys.executable), model_folders, tmp_path_factory.mktemp("reference") / "run")
     cases = load_file(shared_path("golden", "lapa_dinov3_tiny", "cases.safetensors"))
     assert np.array_equal(results["golden"]["pair_indices"][::2], cases["indices"].numpy())  # the reference's codes
     return results
