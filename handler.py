@@ -242,6 +242,14 @@ def _weight_problems(info: dict[str, Any]) -> str:
         ("mis-shaped", mismatched)) if keys)
 
 
+def _non_finite_weights(model: torch.nn.Module) -> str:
+    """The weights holding NaN or infinity (a training run that diverged: NaN vectors, the codes of nothing)."""
+    bad = sorted(key for key, tensor in model.state_dict().items()
+                 if tensor.is_floating_point() and not tensor.isfinite().all())
+    more = f" and {len(bad) - MAX_KEYS_NAMED} more" if len(bad) > MAX_KEYS_NAMED else ""
+    return f"weights {', '.join(bad[:MAX_KEYS_NAMED])}{more} hold NaN or infinity" if bad else ""
+
+
 class EndpointHandler:
     """The model and processor of the repository at `path`, loaded once; each call answers one request."""
 
@@ -256,6 +264,9 @@ class EndpointHandler:
         problems = _weight_problems(info)
         if problems:  # refused as every `lary` command refuses it: its outputs would be wrong
             raise ValueError(f"{path}: {problems}; its weights do not fit its config.json")
+        non_finite = _non_finite_weights(self.model)
+        if non_finite:
+            raise ValueError(f"{path}: {non_finite}; a model whose training diverged gives no latent actions")
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
         config = self.model.config

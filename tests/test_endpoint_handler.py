@@ -335,6 +335,11 @@ def test_a_model_whose_weights_do_not_fit_is_refused(endpoint, model_dir, tmp_pa
               metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"broken: mis-shaped weights quantizer.codebook \(checkpoint \(8, 3\), model \(8, 4\)\); its weights do not fit"):
         endpoint.EndpointHandler(str(broken))
+    codebook[0, 0] = float("nan")
+    save_file({**weights, "quantizer.codebook": codebook}, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"broken: weights quantizer.codebook hold NaN or infinity; a model whose "
+                                         r"training diverged"):
+        endpoint.EndpointHandler(str(broken))
 
 
 def test_the_handler_chooses_torch_threads_as_lary_extract_does(endpoint, model_dir, monkeypatch):
