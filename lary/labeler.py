@@ -14,9 +14,10 @@ to 8 bits first (`LapaDinov3Processor.to_uint8`): a frame decoded to uint8 and d
 LeRobot batch gives the codes of its decoded frames.
 
 A labeler made by `from_pretrained` goes to other processes as what loads it (`LabelerSpec`: the model's name and
-weights' identity, dtype, device, processor, batch size), never as its weights: a DataLoader worker or a `datasets.map`
-process loads the model once, when it unpickles the labeler (a forked one finds the parent's), whatever the start method; the same spec is the `datasets`
-fingerprint of `datasets_map`, so a map is served from the cache until the model, its weights, dtype or processor change.
+weights' identity, dtype, device, processor, batch size), never as its weights: a DataLoader worker or a
+`datasets.map` process loads the model once, when it unpickles the labeler (a forked one finds the parent's), whatever
+the start method. The same spec is the `datasets` fingerprint of `datasets_map`: a map is served from the cache until
+the model, its weights, dtype or processor change.
 """
 
 from __future__ import annotations

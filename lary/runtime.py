@@ -29,7 +29,8 @@ from lary.hub import load_pretrained
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
-WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                "pytorch_model.bin")
 HASH_BLOCK = 16 * 2**20
 
 
@@ -101,7 +102,7 @@ def available_cores() -> int:
 def compute_threads(workers: int = 0, processes: int = 1) -> int:
     """The thread policy of every way in: torch threads for a process that computes while `workers` processes decode
     for it, its share of the cores (`processes` share the machine) less the workers'. More busy threads than cores
-    makes torch's threads wait on each other (a 2-core machine: `label_video` 4x slower at 2 threads beside a decoder)."""
+    makes torch's threads wait on each other."""
     return max(1, available_cores() // processes - workers)
 
 
@@ -186,7 +187,6 @@ def load_model(
                             **kwargs).eval()
     if not encoder and not isinstance(model, LapaDinov3Model):
         raise LaryError(f"{naming.model} {name} is a {type(model).__name__}, not LAPA-DINOv3{naming.other_models}")
-    fork_safe_threads()
     return model if device_map else model.to(device)
 
 
@@ -279,6 +279,7 @@ class LatentActionRuntime:
         self.processor = load_processor(str(name_or_path), model.config.backbone_config.image_size)
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+        fork_safe_threads()
 
     def resize(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
         """(H, W, 3) uint8 frames, of any sizes, as the model's uint8 pixels (F, 3, S, S) on its device: frames of one
@@ -301,7 +302,9 @@ class LatentActionRuntime:
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     @torch.inference_mode()
-    def latent_actions(self, features: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> dict[str, torch.Tensor]:
+    def latent_actions(
+        self, features: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """`action_indices`, `latent_actions`, `continuous_latent_actions` of the pairs `(features[first[i]],
         features[second[i]])`, `batch_size` pairs at a time."""
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in LATENT_ACTION_COLUMNS}

@@ -1,6 +1,6 @@
 """One runtime (`lary.runtime`) from frames to codes: every way in (`lary extract`, `label_video`, `label_pairs` of a
-clip, the app) gives the same codes for one real video and runs each frame through DINOv3 once; a model's identity
-covers all its weights; the labeler's arguments are checked."""
+clip, the app, the Hub files' pipeline) gives the same codes for one real video and runs each frame through DINOv3
+once; a model's identity covers all its weights; the labeler's arguments are checked."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from conftest import shared_path
 from safetensors.torch import load_file, save_file
 from test_extract import TINY_LAQ, extract, read_output
-from transformers import DINOv3ViTModel
+from transformers import DINOv3ViTModel, pipeline
 
 from lary import LapaDinov3Config, LapaDinov3Model, LatentActionLabeler, runtime
 from lary.app.analysis import Analyzer
@@ -68,10 +68,12 @@ def test_every_way_in_gives_the_codes_of_lary_extract_each_frame_through_the_bac
 
     analyzer = Analyzer(default_model(), device="cpu")
     analyzer.load()
+    latent = pipeline(model=str(default_model()), trust_remote_code=True)  # the Hub files alone, a clip in video mode
     ways = {
         "label_video": lambda: labeler.label_video(video, stride=STRIDE),
         "label_pairs of a clip": lambda: labeler.label_pairs(frames[:-STRIDE], frames[STRIDE:]),
         "app": lambda: vars(analyzer.analyse(video, stride=STRIDE)),
+        "pipeline": lambda: latent(list(frames), stride=STRIDE),
     }
     for way, label in ways.items():
         backbone_frames.clear()

@@ -1,0 +1,131 @@
+"""Pairs per second of every way into the model, on the same video in one process, as ratios to `lary extract`.
+
+The ways in, each on every pair (t, t + stride) of one video, computed by `lary.runtime` (the goal: each at least 0.9
+of `lary extract`):
+  extract       `lary extract --videos` (in this process; its decoding workers beside it): the pairs/s it reports,
+                which time its loop (decode, compute, write), not loading the model or planning
+  label_video   `LatentActionLabeler.label_video` (decodes in this process, then computes)
+  label_pairs   `LatentActionLabeler.label_pairs(frames[:-k], frames[k:])` of the decoded frames (the labelling only)
+  app           the app's `Analyzer.analyse` (decode, resize, compute)
+Models are loaded once, before the rounds. The ways take turns, one round of each after another, so a busy spell of
+the machine lands on every way; each way's median over the rounds is reported. Codes are checked equal to extract's.
+
+    python benchmarks/bench_entry_points.py [--video clip.mp4] [--frames 120] [--rounds 3] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from lary import LapaDinov3Config, LapaDinov3Model, LatentActionLabeler
+from lary.app.analysis import Analyzer
+from lary.app.limits import Limits
+from lary.cli import main as lary_main
+from lary.frames import read_video
+from lary.hub import default_model
+from lary.synthetic import write_video
+
+VITS16 = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 12, "num_attention_heads": 6,
+          "num_register_tokens": 4, "image_size": 224, "patch_size": 16}
+REPORTED = re.compile(r"extracted \d+ rows \((\d+) pairs\) in ([\d.]+) s")
+
+
+class Reported(logging.Handler):
+    """`lary extract`'s summary line: the pairs and seconds of its loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs_per_second: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if match := REPORTED.search(record.getMessage()):
+            self.pairs_per_second = int(match.group(1)) / float(match.group(2))
+
+
+def moving_square_video(path: Path, frames: int, height: int, width: int) -> Path:
+    """A square crossing a gradient: frames that differ, so codes vary."""
+    background = np.linspace(0, 160, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+
+    def frame(t: int) -> np.ndarray:
+        image = background.copy()
+        x = (7 * t) % (width - height // 4)
+        image[height // 3 : height // 3 + height // 4, x : x + height // 4] = (230, 60, 40)
+        return image
+
+    return write_video((frame(t) for t in range(frames)), path, fps=25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", type=Path, help="default: a generated moving square, --frames of 480x640")
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (every way once per round)")
+    parser.add_argument("--tiny", action="store_true", help="the embedded tiny model instead of a ViT-S/16-shaped one")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench_entry_points_"))
+    video = args.video or moving_square_video(scratch / "clip.mp4", args.frames, 480, 640)
+    if args.tiny:
+        model = default_model()
+    else:
+        torch.manual_seed(0)
+        model = scratch / "model"
+        LapaDinov3Model(LapaDinov3Config(backbone_config=VITS16, heads=6, dim_head=64)).eval().save_pretrained(model)
+    frames = read_video(video)
+    pairs, k = len(frames) - args.stride, args.stride
+
+    labeler = LatentActionLabeler.from_pretrained(model, device="cpu", batch_size=args.batch_size)
+    analyzer = Analyzer(model, Limits(max_frames=len(frames)), device="cpu")
+    analyzer.load()
+    reported = Reported()
+    logging.getLogger("lary.extract.command").addHandler(reported)
+    logging.getLogger("lary.extract.command").setLevel(logging.INFO)
+    runs = iter(range(10**6))
+
+    def extract() -> np.ndarray:
+        out = scratch / f"out{next(runs)}"
+        code = lary_main(["extract", "--model", str(model), "--videos", str(video), "--stride", str(k), "--batch-size",
+                          str(args.batch_size), "--out", str(out), "--cpu"])
+        assert code == 0, f"lary extract exited {code}"
+        table = pq.read_table(sorted(out.glob("*.parquet"))).sort_by("frame_index")
+        return np.array(table.column("action_indices").to_pylist())
+
+    ways = {
+        "extract": extract,
+        "label_video": lambda: labeler.label_video(video, stride=k)["action_indices"],
+        "label_pairs": lambda: labeler.label_pairs(frames[:-k], frames[k:])["action_indices"],
+        "app": lambda: analyzer.analyse(video, stride=k).action_indices,
+    }
+    codes = {name: way() for name, way in ways.items()}  # warm-up, and the codes to compare
+    for name, value in codes.items():
+        assert np.array_equal(value, codes["extract"]), f"{name} gave other codes than lary extract"
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way()
+            seconds = time.perf_counter() - start
+            rates[name].append(reported.pairs_per_second if name == "extract" else pairs / seconds)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {'tiny' if args.tiny else 'ViT-S/16-shaped'} "
+          f"model; {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}, stride {k}, batch {args.batch_size}; "
+          f"median of {args.rounds} interleaved rounds; the same codes everywhere")
+    for name, value in medians.items():
+        print(f"  {name:12s} {value:8.2f} pairs/s  ({min(rates[name]):.2f}..{max(rates[name]):.2f})  "
+              f"x{value / medians['extract']:.2f} of extract")
+
+
+if __name__ == "__main__":
+    main()
