@@ -129,8 +129,8 @@ def test_a_causal_lm_resized_to_the_tokens_trains_on_them_and_saves_with_them(tm
     loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lm")
     loaded = LlamaForCausalLM.from_pretrained(tmp_path / "lm")
     again = LatentActionTokens.from_tokenizer(loaded_tokenizer, config)
-    torch.testing.assert_close(loaded.get_input_embeddings().weight[torch.from_numpy(again.ids)],
-                               model.get_input_embeddings().weight[torch.from_numpy(tokens.ids)])
+    torch.testing.assert_close(loaded.get_input_embeddings().weight[torch.tensor(again.ids)],
+                               model.get_input_embeddings().weight[torch.tensor(tokens.ids)])
 
 
 def test_tokens_compare_and_hash_by_value_and_stay_frozen(config):
