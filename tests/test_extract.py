@@ -216,7 +216,7 @@ def test_dtype_auto_takes_bfloat16_where_the_cpu_has_it_and_runs_record_the_choi
                                                                                  monkeypatch):
     """`--dtype auto` is bfloat16 on a CPU with native bfloat16 and float32 elsewhere; run.json records the choice, so a
     resume on a machine that would choose otherwise is refused rather than mixing dtypes in one output."""
-    from lary.extract import models
+    from lary import runtime as models
 
     monkeypatch.setattr(models, "native_bfloat16", lambda: False)
     assert models.resolve_dtype("auto", torch.device("cpu")) == "float32"
