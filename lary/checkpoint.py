@@ -13,7 +13,7 @@ from transformers.initialization import no_init_weights
 
 from lary import LapaDinov3Config, LapaDinov3Model
 from lary.errors import LaryError
-from lary.hub import build_config, load_pretrained
+from lary.hub import build_config, load_config, load_pretrained
 from lary.jsonfile import read_json_object
 
 # The reference constructor's keyword arguments (LARYBench `LatentActionQuantizationDinov3Feature`) and the
@@ -177,7 +177,7 @@ def backbone_config_from(path: str | None, backbone: str | None) -> DINOv3ViTCon
         data.pop("transformers_version", None)
         return DINOv3ViTConfig(**data)
     if backbone is not None:
-        config = AutoConfig.from_pretrained(backbone)
+        config = load_config(AutoConfig, backbone, "--backbone")
         if not isinstance(config, DINOv3ViTConfig):
             raise LaryError(f"--backbone {backbone} is a {type(config).__name__}, not a DINOv3 ViT")
         return config

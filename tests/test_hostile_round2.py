@@ -391,3 +391,13 @@ def test_stride_seconds_refuses_a_variable_frame_rate_video(tmp_path, tiny_model
     assert extract("--model", str(tiny_model), "--videos", str(videos / "steady.mp4"), "--stride-seconds", "0.2",
                    "--out", str(out), "--num-workers", "0") == 0
     assert read_manifest(out)["stride"] == 6 and read_output(out).num_rows == 4
+
+
+def test_convert_names_a_backbone_whose_config_json_is_a_list(tmp_path):
+    torch.save({"model": {"vq.codebooks": torch.zeros(8, 32)}}, tmp_path / "laq.pt")
+    (tmp_path / "backbone").mkdir()
+    (tmp_path / "backbone" / "config.json").write_text("[]")
+    with pytest.raises(LaryError, match=r"--backbone \S+backbone: config\.json holds a JSON list, not an object$"):
+        cli.main(["convert", str(tmp_path / "laq.pt"), "--backbone", str(tmp_path / "backbone"),
+                  "--out", str(tmp_path / "converted")])
+    assert not (tmp_path / "converted").exists()
