@@ -34,7 +34,8 @@ ENVIRONMENTS = {
 
 # Run by each environment's Python, in a folder outside the checkout (nothing of ours on its path): codes and vectors
 # of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the pipeline (which saves itself), and
-# every record of eager attention (hidden states and attention maps of the encoder, decoder and backbone).
+# every record of eager attention (hidden states and attention maps of the encoder, decoder and backbone); and a
+# config out of range is refused.
 CODES = """
 import json, os, sys
 import numpy as np, torch, transformers
@@ -60,6 +61,12 @@ for job in json.loads(os.environ["LARY_JOBS"]):
              pair_tokens=paired.latent_actions, clip_indices=clip.action_indices,
              clip_vectors=clip.continuous_latent_actions, served_indices=served["action_indices"],
              served_vectors=served["continuous_latent_actions"], predicted=recorded.predicted_features, **records)
+try:  # the config's range checks run on every version (transformers 4 has no `@strict`)
+    type(model.config)(spatial_depth=-1)
+    refused = "not refused"
+except Exception as error:  # a ValueError, which `@strict` wraps on transformers 5
+    refused = str(error)
+assert "spatial_depth=-1 is out of range: it must be in [1, 256]" in refused, refused
 ours = sorted(name for name in sys.modules if name.split(".")[0] in ("lary", "lary_hub"))
 assert not ours, ours
 print(transformers.__version__)
