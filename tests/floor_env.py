@@ -39,7 +39,9 @@ def floor_requirements() -> list[str]:
 def floor_python() -> Path:
     """The floor environment's Python, with `lary`'s command installed there."""
     python = python_with(floor_requirements())
-    if not (python.parent / "lary").is_file():
+    found = subprocess.run([str(python), "-c", "import importlib.util; print(importlib.util.find_spec('lary').origin)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not (python.parent / "lary").is_file() or Path(found).parents[1] != ROOT:  # or a checkout elsewhere's
         # build isolation: the base environment's setuptools plugins (kernels') do not import at the floors
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "-e",
                         str(ROOT)], check=True, capture_output=True, timeout=600)
