@@ -20,8 +20,9 @@ def is_dinov3_vitl16(config: LapaDinov3Config) -> bool:
 
 
 def known_base_model(config: LapaDinov3Config, backbone: str | None = None) -> str | None:
-    """The Hub id of a converted checkpoint's DINOv3 weights: `--backbone` when it is a Hub id; the DINOv3 ViT-L/16
-    that LARYBench's LAPA-DINOv3 freezes when the checkpoint holds a backbone of that architecture; else unknown."""
+    """The Hub id of a model's DINOv3 weights: `--backbone` (of `lary convert` or `lary train`) when it is a Hub id;
+    else, for a converted checkpoint, the DINOv3 ViT-L/16 that LARYBench's LAPA-DINOv3 freezes when it holds a
+    backbone of that architecture; else unknown."""
     if backbone is not None:
         return None if Path(backbone).exists() else backbone
     return DINOV3_VITL16_ID if is_dinov3_vitl16(config) else None

@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 from lary import LapaDinov3Config, LapaDinov3Model, LapaDinov3Processor
 from lary.configs.train import TrainConfig
 from lary.model_card import known_base_model, render_model_card
-from lary.training.report import write_model_card
+from lary.training.report import training_provenance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,10 +245,12 @@ def test_the_embedded_and_trained_models_cards_have_the_same_task_metadata(tmp_p
     assert "not a real latent action model" in text
     record = {"step": 10, "loss": 0.5, "codebook_usage": 1.0, "perplexity": 4.0}
     (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
-    card = write_model_card(tmp_path, TrainConfig(backbone="backbone.json", data=["synthetic:2"], out=tmp_path))
-    metadata, text = _card(card.read_text())
+    args = TrainConfig(backbone="backbone.json", data=["synthetic:2"], out=tmp_path)
+    card = render_model_card(LapaDinov3Config(**TINY), str(tmp_path), training_provenance(tmp_path / "log.jsonl", args))
+    metadata, text = _card(card)
     assert metadata["pipeline_tag"] == "robotics" and "image-feature-extraction" in metadata["tags"]
     assert "trained for 10 steps" in text
+    assert metadata["license_name"] == "dinov3-license" and "base_model" not in metadata  # random backbone
 
 
 def test_the_card_of_the_released_configuration():

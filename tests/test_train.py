@@ -133,6 +133,40 @@ def test_lary_train_learns_the_motion_direction_and_writes_a_loadable_model(tmp_
 
 
 @pytest.mark.slow
+def test_the_trained_models_card_is_the_hub_card_with_license_and_base_model(tmp_path):
+    """`lary train --backbone OWNER/NAME` (a Hub id, here from a Hub cache read offline): the README.md is the card
+    every LAPA-DINOv3 folder gets (lary.model_card), with DINOv3's license and the backbone's id as `base_model`,
+    and says how the model was trained."""
+    from huggingface_hub import ModelCard
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    repo, revision = tmp_path / "hub" / "models--lary-tests--dinov3-tiny", "0" * 40
+    DINOv3ViTModel(DINOv3ViTConfig(**BACKBONE)).save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    laq = tmp_path / "laq.json"
+    laq.write_text(json.dumps(LAQ))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lary", "train", "--backbone", "lary-tests/dinov3-tiny", "--model-config", str(laq),
+               "--data", "synthetic:4:1", "--out", str(out), "--batch-size", "2", "--steps", "2", "--log-every", "1",
+               "--cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = ModelCard.load(out / "README.md")
+    metadata, text = card.data.to_dict(), " ".join(card.text.split())
+    assert metadata["base_model"] == "lary-tests/dinov3-tiny"
+    assert (metadata["license"], metadata["license_name"]) == ("other", "dinov3-license")
+    assert metadata["pipeline_tag"] == "robotics" and "latent-actions" in metadata["tags"]
+    assert "The backbone weights, [lary-tests/dinov3-tiny](https://huggingface.co/lary-tests/dinov3-tiny), are under " \
+           "Meta's DINOv3 license." in text
+    assert "trained for 2 steps on `synthetic:4:1` with `lary train`" in text
+    assert "Backbone: `lary-tests/dinov3-tiny` (pretrained weights, frozen)" in text
+    assert "lary train --backbone lary-tests/dinov3-tiny" in text  # the command as run
+    assert f'from_pretrained("{out}", trust_remote_code=True)' in text
+
+
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     straight = _train(tmp_path, "straight", "--steps", "30", "--save-every", "15")
     _train(tmp_path, "resumed", "--steps", "15", "--save-every", "15")

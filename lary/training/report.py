@@ -1,4 +1,4 @@
-"""What a training run leaves besides weights: a plot of its curves and a model card with its command."""
+"""What a training run leaves besides weights: a plot of its curves, and what its model card says of the run."""
 
 from __future__ import annotations
 
@@ -37,36 +37,23 @@ def plot_curves(log_path: str | Path, png: str | Path) -> Path:
     return Path(png)
 
 
-def write_model_card(out: Path, args: TrainConfig) -> Path:
-    """README.md stating how the model was trained (replaces the released model's card that `export` copies)."""
-    records = read_log(out / "log.jsonl")
+def training_provenance(log_path: str | Path, args: TrainConfig) -> str:
+    """How the model was trained (its data, backbone, losses and command): the provenance paragraph of the card that
+    `lary.hub.export` writes with `lary.model_card` (license and `base_model` as every LAPA-DINOv3 card has them)."""
+    records = read_log(log_path)
     first, last = records[0], records[-1]
-    random_backbone = args.backbone.endswith(".json")
-    card = f"""---
-library_name: transformers
-pipeline_tag: robotics
-tags: [latent-actions, lapa, dinov3, image-feature-extraction]
----
+    if args.backbone.endswith(".json"):
+        backbone = "randomly initialised from a config: not pretrained DINOv3 weights"
+    else:
+        backbone = "pretrained weights, frozen"
+    return f"""Its quantizer was trained for {last['step']} steps on `{' '.join(args.data)}` with `lary train` (the LAPA recipe,
+frozen backbone).
 
-# LAPA-DINOv3-style latent action model trained with `lary train`
-
-A latent action quantizer (LAPA recipe) on a frozen DINOv3 backbone, trained for {last['step']} steps on
-`{' '.join(args.data)}`.
-
-- Backbone: `{args.backbone}` ({'randomly initialised from a config: not pretrained DINOv3 weights' if random_backbone else 'pretrained weights, frozen'}).
+- Backbone: `{args.backbone}` ({backbone}).
 - Feature MSE: {first['loss']:.4f} at step {first['step']}, {last['loss']:.4f} at step {last['step']}; codebook usage
   {last['codebook_usage']:.2f}, perplexity {last['perplexity']:.2f} at the last logged step.
 - Curves: `training_curves.png`, `log.jsonl`.
 
 ```bash
 {args.command or 'lary train ...'}
-```
-
-```python
-from transformers import AutoModel
-model = AutoModel.from_pretrained("PATH", trust_remote_code=True)
-```
-"""
-    path = out / "README.md"
-    path.write_text(card)
-    return path
+```"""

@@ -26,10 +26,11 @@ from lary.errors import LaryError
 from lary.hub import build_config, export, load_config, load_pretrained
 from lary.jsonfile import read_json_object
 from lary.logs import progress_hidden
+from lary.model_card import known_base_model
 from lary.training import checkpoints
 from lary.training.data import StepBatchSampler, TrainingPairs, load_clips
 from lary.training.features_cache import compute_features
-from lary.training.report import plot_curves, write_model_card
+from lary.training.report import plot_curves, training_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,8 @@ def train(args: TrainConfig) -> Path:
     progress.close()
 
     if accelerator.is_main_process:
-        export(unwrapped, out)
-        write_model_card(out, args)
+        provenance = training_provenance(log_path, args)
+        export(unwrapped, out, provenance=provenance, base_model=known_base_model(unwrapped.config, args.backbone))
         plot_curves(log_path, out / "training_curves.png")
         logger.info("saved the trained model to %s", out)
     accelerator.wait_for_everyone()
