@@ -26,6 +26,7 @@ import hashlib
 import math
 import numbers
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,8 @@ class LabelerSpec:
     processor: tuple[tuple[str, Any], ...]  # the saved processor's settings (size, resample)
 
 
-_process_labelers: dict[LabelerSpec, LatentActionLabeler] = {}  # one model per process and spec
+# one model per process and spec, while something uses it (a labeler dropped by its user is not kept alive here)
+_process_labelers: weakref.WeakValueDictionary[LabelerSpec, LatentActionLabeler] = weakref.WeakValueDictionary()
 _process_lock = threading.RLock()  # `from_pretrained` registers under it while `labeler_for` holds it
 
 

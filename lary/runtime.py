@@ -32,6 +32,7 @@ LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
                 "pytorch_model.bin")
 HASH_BLOCK = 16 * 2**20
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds), or "max PERIOD"
 
 
 # --- dtype ----------------------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def available_cores() -> int:
     which torch's default thread count (the machine's physical cores) does not see."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):

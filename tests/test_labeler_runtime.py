@@ -150,3 +150,27 @@ def test_a_model_s_identity_covers_all_its_weights_and_a_resume_with_another_che
     with pytest.raises(LaryError, match=r"holds a run of other inputs, model or options(.|\n)*model.revision"):
         extract("--model", str(second), "--videos", str(clip), "--out", str(out))
     assert extract("--model", str(first), "--videos", str(clip), "--out", str(out)) == 0  # the same model resumes
+
+
+def test_one_thread_policy_sees_affinity_and_a_container_s_cpu_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)))
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(runtime, "CGROUP_CPU_MAX", cpu_max)
+    assert runtime.available_cores() == 16  # no cgroup file
+    for quota, cores in (("max 100000", 16), ("200000 100000", 2), ("250000 100000", 3), ("50000 100000", 1)):
+        cpu_max.write_text(quota + "\n")
+        assert runtime.available_cores() == cores, quota
+    cpu_max.write_text("400000 100000\n")  # 4 cores
+    assert (runtime.compute_threads(), runtime.compute_threads(workers=1), runtime.compute_threads(3, processes=2)) == (4, 3, 1)
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        with runtime.torch_threads():
+            assert torch.get_num_threads() == 4  # no more than the cores it may use
+        assert torch.get_num_threads() == 8  # the caller's setting comes back
+        torch.set_num_threads(1)
+        with runtime.torch_threads():
+            assert torch.get_num_threads() == 1  # nor more than the caller set
+    finally:
+        torch.set_num_threads(saved)

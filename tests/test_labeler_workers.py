@@ -63,7 +63,7 @@ def collate_noting_the_process(samples: list) -> dict:
     """`default_collate`, plus the process and the labelers it holds when the batch is collated (before labelling)."""
     batch = default_collate(samples)
     batch["pid"] = os.getpid()
-    batch["labelers"] = [id(labeler) for labeler in labeler_module._process_labelers.values()]
+    batch["labelers"] = {repr(spec): id(labeler) for spec, labeler in labeler_module._process_labelers.items()}
     return batch
 
 
@@ -90,14 +90,14 @@ def test_the_collate_labels_in_workers_under_each_start_method_loading_the_model
                                   expected["action_indices"])
     np.testing.assert_allclose(torch.cat([batch["latent_actions"] for batch in batches]).numpy(),
                                expected["latent_actions"], atol=1e-5)
-    held = {}  # worker -> the labelers it held, batch by batch
+    held = {}  # worker -> the labeler of this spec it held, batch by batch
     for batch in batches:
-        held.setdefault(batch["pid"], set()).add(tuple(batch["labelers"]))
-    assert len(held) == 2 and os.getpid() not in held
-    for worker, labelers in held.items():
-        assert len(labelers) == 1 and len(next(iter(labelers))) == 1, (worker, labelers)  # one model, every batch
+        held.setdefault(batch["pid"], []).append(batch["labelers"].get(repr(labeler.spec)))
+    assert os.getpid() not in held and sorted(len(ids) for ids in held.values()) == [3, 4]  # 7 batches, 2 workers
+    for worker, ids in held.items():
+        assert None not in ids and len(set(ids)) == 1, (worker, ids)  # loaded once, before its first batch
     if method == "fork":  # inherited from this process: not loaded at all
-        assert all(labelers == {(id(labeler),)} for labelers in held.values())
+        assert all(set(ids) == {id(labeler)} for ids in held.values())
 
 
 def test_labelled_labels_a_loader_s_batches_in_this_process(labeler, expected):
