@@ -26,6 +26,7 @@ exist in a torchvision version; this needs none.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,11 @@ def encode_frames(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         pixels = _patchify(frames, patch_size)
         mask = torch.ones(pixels.shape[:2], dtype=torch.long, device=pixels.device)
         shapes = torch.tensor([[h, w]] * len(frames), device=pixels.device)
-        hidden = tower(pixel_values=pixels, pixel_attention_mask=mask, spatial_shapes=shapes).last_hidden_state
+        # the vision model takes `pixel_attention_mask`; in transformers 5.4 `vision_model` is its inner transformer,
+        # which takes `attention_mask`
+        masked = "pixel_attention_mask" if "pixel_attention_mask" in inspect.signature(tower.forward).parameters \
+            else "attention_mask"
+        hidden = tower(pixel_values=pixels, spatial_shapes=shapes, **{masked: mask}).last_hidden_state
     else:
         hidden = tower(pixel_values=frames).last_hidden_state
     if hidden.shape[1] < num_patches:
