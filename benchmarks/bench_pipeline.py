@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from lary import LapaDinov3Config, LapaDinov3Model
 from lary.configs.extract import ExtractConfig
 from lary.extract import plan
-from lary.extract.command import load_plan, make_plan, make_source
+from lary.extract.command import make_plan, make_source
 from lary.extract.loader import Batch, UnitStream
 from lary.extract.models import LatentActionExtractor
 from lary.extract.sources import Source
@@ -88,8 +88,7 @@ def prepared_batches(model: Path, videos: Path, scratch: Path) -> tuple[Source, 
     config.out.mkdir(parents=True)
     source = make_source(config)
     extractor = LatentActionExtractor(LapaDinov3Model.from_pretrained(model).eval(), str(model), BATCH)
-    make_plan(config.out, source, config, 1, None)
-    units = plan.remaining(config.out, load_plan(config.out, config, len(source)))
+    units = plan.remaining(config.out, make_plan(config.out, source, config, 1, None).shards)
     return source, units, extractor
 
 

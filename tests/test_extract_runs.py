@@ -21,7 +21,8 @@ from test_extract import ENV, extract, read_output, save_tiny_model
 from transformers import AutoModel
 
 from lary import cli
-from lary.extract.command import LoopTime, auto_shard_size
+from lary.extract.command import LoopTime
+from lary.extract.plan import auto_shard_size
 from lary.extract.loader import Batch, UnitStream
 from lary.extract.lock import OutputLock
 from lary.extract.models import LatentActionExtractor

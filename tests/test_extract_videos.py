@@ -241,7 +241,8 @@ def test_defaults_share_the_cores_and_give_every_process_work(tmp_path, monkeypa
 
     from lary.configs.extract import ExtractConfig
     from lary.extract import plan
-    from lary.extract.command import auto_shard_size, make_plan, resources
+    from lary.extract.command import make_plan, resources
+    from lary.extract.plan import auto_shard_size
     from lary.extract.sources import VideoSource
 
     config = ExtractConfig(model="m", videos=[str(tmp_path / "*.mp4")], out=tmp_path / "out", batch_size=3)
@@ -253,8 +254,8 @@ def test_defaults_share_the_cores_and_give_every_process_work(tmp_path, monkeypa
         write_clip(tmp_path / f"{index}.mp4", num_frames=8)  # 7 pairs each
     config.out.mkdir()
     make_plan(config.out, VideoSource(config.videos), config, 4, None)
-    units, info = plan.load(config.out)
-    assert info["shard_size"] == 6 and len(units) == 4  # 21 pairs over 4 processes: every process gets a shard
+    planned = plan.load(config.out)
+    assert planned.shard_size == 6 and len(planned.shards) == 4  # 21 pairs over 4 processes: every process gets a shard
     # 9,584 rows: 10 shards of at most 1,000 for one reader; for 8 workers 16, so none is left with the last ones alone
     assert [auto_shard_size(9584, readers, 32) for readers in (1, 8)] == [960, 608]
 

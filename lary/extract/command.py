@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
@@ -28,10 +27,10 @@ from tqdm import tqdm
 from lary import logs
 from lary.configs.extract import ExtractConfig
 from lary.configs.parser import run_identity
-from lary.errors import LaryError, MediaError, NoSpaceError
+from lary.errors import LaryError, NoSpaceError
 from lary.extract import health, plan, rows, shards, strides
 from lary.extract.labels import Labels
-from lary.extract.loader import Batch, UnitEnd, UnitStream, forking_workers, worker_signals
+from lary.extract.loader import UnitEnd, UnitStream, forking_workers, worker_signals
 from lary.extract.lock import OutputLock
 from lary.extract.memory import PeriodicRelease, keep_freed_memory
 from lary.extract.models import EncoderFeatureExtractor, Extractor, LatentActionExtractor, load_model
@@ -50,7 +49,6 @@ from lary.runtime import available_cores, compute_threads, exact_float32, model_
 
 logger = logging.getLogger(__name__)
 
-MAX_AUTO_SHARD_SIZE = 1000
 MAX_PENDING_WRITES = 8  # computed batches waiting for the writer thread, at most
 WAIT_HINT_SHARE = 0.1  # above this share of the loop spent waiting for frames, the summary says what would help
 KEPT_ON_NO_SPACE = "the finished shards are kept: free space and rerun"
@@ -91,75 +89,6 @@ def make_extractor(config: ExtractConfig, state: PartialState) -> tuple[Extracto
     if config.model:
         return LatentActionExtractor(model, name, config.batch_size, compiled=config.compile), model
     return EncoderFeatureExtractor(model, name, config.batch_size), model
-
-
-def _plan_pairs(source: Source, stride: int | list[int | None], labels: Labels | None) -> tuple[list[int | None], list[Any]]:
-    """Pair counts and frame timestamps of every sample, from their containers (nothing is decoded); a sample that
-    cannot be read or is too short gets no count (it is tried, and reported, when its shard runs). `stride`: one for
-    all samples, or each sample's (`--stride-seconds`; None for a sample whose rate could not be read)."""
-    counts, frame_pts = [], []
-    for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample",
-                      disable=len(source) < 50 or logs.progress_hidden()):
-        sample_stride = stride if isinstance(stride, int) else stride[index]
-        try:
-            length, pts = source.length(index) if sample_stride is not None else (0, None)
-        except MediaError:
-            length, pts = 0, None
-        if length == 0:
-            counts.append(None)
-            frame_pts.append(None)
-            continue
-        if labels is not None:
-            labels.check_frames(source.sample_id(index), length, sample_stride)
-        counts.append(length - sample_stride if length > sample_stride else None)
-        frame_pts.append(pts)
-    return counts, frame_pts
-
-
-def auto_shard_size(total: int, readers: int, batch_size: int) -> int:
-    """Rows per shard for `total` rows read by `readers` (processes x decoding workers) in batches of `batch_size`.
-
-    Shards are whole batches: every shard starts on the grid of `batch_size` rows that the loader cuts batches on, so
-    the batches, and so the values computed, are those of one process however many read. Of those sizes (up to
-    `MAX_AUTO_SHARD_SIZE` rows, or one batch), the one whose last round of shards ends first when every reader takes
-    the next shard, the largest of equals: no reader is left alone with the last shards (10 shards for 8 workers
-    leave 2 of them decoding the last 2 while 6 wait)."""
-    batches = -(-max(total, 1) // batch_size)
-
-    def finish(per_shard: int) -> int:  # batches read by the busiest reader
-        return -(-(-(-batches // per_shard)) // readers) * per_shard
-
-    per_shard = min(range(1, max(1, MAX_AUTO_SHARD_SIZE // batch_size) + 1), key=lambda size: (finish(size), -size))
-    return per_shard * batch_size
-
-
-def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int, labels: Labels | None) -> None:
-    """The first run's plan (`plan.json`): the shard size (by default `auto_shard_size` over the `readers`, processes
-    x decoding workers, so that every one gets an equal share), and for the pair layout the shards' segments."""
-    info: dict[str, Any] = {"layout": source.layout, "samples": len(source)}
-    if source.layout == "row":
-        counts, frame_pts = [], []
-        total = len(source)
-    else:
-        if config.stride_seconds is not None:  # each sample's k = round(S x fps), kept for resumed runs
-            info.update(strides.sample_strides(source, config.stride_seconds))
-        counts, frame_pts = _plan_pairs(source, info.get("stride_frames", config.stride), labels)
-        total = sum(count or 1 for count in counts)
-    shard_size = config.shard_size or auto_shard_size(total, readers, config.batch_size)
-    units = plan.pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
-    plan.save(outdir, units, {**info, "shard_size": shard_size})
-
-
-def load_plan(outdir: Path, config: ExtractConfig, num_samples: int) -> list[list[plan.Segment]]:
-    units, info = plan.load(outdir)
-    if config.shard_size is not None and config.shard_size != info["shard_size"]:
-        raise LaryError(
-            f"{outdir} was planned with --shard-size {info['shard_size']}, not {config.shard_size}: rerun without "
-            "--shard-size (or with that value) to resume, or choose another --out"
-        )
-    if info["samples"] != num_samples:
-        raise LaryError(f"{outdir} was planned for {info['samples']} samples; the input now has {num_samples}")
-    return plan.row_units(num_samples, info["shard_size"]) if info["layout"] == "row" else units
 
 
 def _file_digest(path: Path) -> str:
@@ -203,41 +132,10 @@ def run_record(config: ExtractConfig, source: Source, model: Any) -> dict[str, A
     }
 
 
-def schema_of(source: Source, extractor: Extractor, labels: Labels | None) -> pa.Schema:
-    if source.layout == "row":
-        return pa.schema([("id", pa.string()), *extractor.columns(source.kind == "clip").items(), *source.passthrough_types.items()])
-    return rows.pair_schema(extractor.columns(False), {**source.passthrough_types, **(labels.types if labels else {})})
-
-
-def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Source, schema: pa.Schema,
-                labels: Labels | None) -> pa.Table:
-    """The rows of one computed batch: one per piece (row layout) or one per pair (pair layout)."""
-    columns: dict[str, Any] = {}
-    if source.layout == "row":
-        columns["id"] = [source.sample_id(piece.sample) for piece in batch.pieces]
-        for piece in batch.pieces:
-            for name in source.passthrough_types:
-                columns.setdefault(name, []).append(piece.passthrough[name])
-        for name in outputs[0]:  # a pair row holds its one pair; a clip row all its pairs
-            columns[name] = [out[name] if source.kind == "clip" else out[name][0] for out in outputs]
-        return rows.table(columns, schema)
-    for piece in batch.pieces:
-        first, second = piece.frame_indices[: piece.pairs], piece.frame_indices[piece.stride :]
-        sample_id = source.sample_id(piece.sample)
-        values = {
-            "id": [sample_id] * piece.pairs,
-            "frame_index": first,
-            "next_frame_index": second,
-            "timestamp": piece.times[: piece.pairs],
-            "next_timestamp": piece.times[piece.stride :],
-            **source.pair_columns(piece.sample, first, piece.stride),
-            **(labels.columns(sample_id, first, piece.stride) if labels is not None else {}),
-        }
-        for name, value in values.items():
-            columns.setdefault(name, []).extend(value)
-    for name in outputs[0]:
-        columns[name] = np.concatenate([out[name] for out in outputs])
-    return rows.table(columns, schema)
+def make_plan(outdir: Path, source: Source, config: ExtractConfig, readers: int, labels: Labels | None) -> plan.Plan:
+    """The first run's plan (`plan.make`), with each sample's stride in frames for `--stride-seconds`."""
+    info = strides.sample_strides(source, config.stride_seconds) if config.stride_seconds is not None else {}
+    return plan.make(outdir, source, config.stride, config.shard_size, config.batch_size, readers, labels, info)
 
 
 class Writers:
@@ -306,9 +204,10 @@ class LoopTime:
 
 
 def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, config: ExtractConfig, schema: pa.Schema,
-              labels: Labels | None, workers: int, state: PartialState, run: str) -> LoopTime:
+              labels: Labels | None, workers: int, state: PartialState, run: str, sample_strides: int | list[int | None]
+              ) -> LoopTime:
     """Decode, compute and write this process's units."""
-    stream = UnitStream(source, units, extractor, config.batch_size, strides.planned(config.out, config.stride))
+    stream = UnitStream(source, units, extractor, config.batch_size, sample_strides)
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, collate_fn=lambda item: item,
         pin_memory=state.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
@@ -340,7 +239,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
                 writers.close(item.unit, item.errors)
             else:
                 outputs = extractor.compute(item.pieces)
-                writers.write(item.unit, lambda item=item, outputs=outputs: batch_table(item, outputs, source, schema, labels),
+                writers.write(item.unit, lambda item=item, outputs=outputs: rows.batch_table(item, outputs, source, schema, labels),
                               item.pairs)
                 pairs_done += item.pairs
                 progress.update(item.pairs if source.layout == "pair" else len(item.pieces))
@@ -376,33 +275,34 @@ def extract(config: ExtractConfig) -> int:
     if labels is not None:
         labels.check_ids([source.sample_id(index) for index in range(len(source))], complete=config.limit is None)
     extractor, model = make_extractor(config, state)
-    schema = schema_of(source, extractor, labels)
+    schema = rows.output_schema(source, extractor, labels)
 
     # 3. The plan, under the folder's lock (one live run per folder): the first run records what it reads and cuts the
     #    work into shards; a rerun must read the same and does what is left (missing shards, damaged ones, and what
     #    failed in the others).
     record = run_record(config, source, model)
     with OutputLock(outdir) as lock, no_space_names(outdir, KEPT_ON_NO_SPACE):
-        all_units, damaged, run = plan_folder(outdir, source, config, record, state, workers, labels, lock)
-        todo = plan.remaining(outdir, all_units)
+        the_plan, damaged, run = plan_folder(outdir, source, config, record, state, workers, labels, lock)
+        todo = plan.remaining(outdir, the_plan.shards)
         state.wait_for_everyone()  # every process has planned before any writes
 
         # 4. The work: this process's shards, decoded by the workers, computed here, written by a background thread.
-        before = shards.summarize(outdir, len(all_units))
+        before = shards.summarize(outdir, len(the_plan.shards))
         start = time.perf_counter()
         mine = todo[state.process_index :: state.num_processes]
         with exact_float32(extractor.device, extractor.dtype):
-            loop = run_units(mine, source, extractor, config, schema, labels, workers, state, run) if mine else None
+            loop = (run_units(mine, source, extractor, config, schema, labels, workers, state, run,
+                              the_plan.strides(config.stride)) if mine else None)
         state.wait_for_everyone()
         seconds = time.perf_counter() - start
 
         # 5. The summary: manifest.json, errors.jsonl (what still could not be read), and lines for the user.
-        totals = shards.summarize(outdir, len(all_units))
+        totals = shards.summarize(outdir, len(the_plan.shards))
         if state.is_main_process:
             shards.write_errors(outdir, totals["errors"])
-            manifest = make_manifest(config, source, extractor, labels, record, totals)
+            manifest = make_manifest(config, source, extractor, labels, record, totals, the_plan)
             if config.stride_seconds is not None:
-                manifest.update(strides.manifest_record(outdir, [source.sample_id(i) for i in range(len(source))]))
+                manifest.update(strides.manifest_record(the_plan, [source.sample_id(i) for i in range(len(source))]))
             if isinstance(extractor, LatentActionExtractor):  # codes to judge: the report covers every shard
                 manifest["label_health"] = health.folder_report(outdir, totals["shards"], model.config.codebook_size)
             shards.write_manifest(outdir, manifest)
@@ -438,11 +338,13 @@ def check_out(outdir: Path, source: Source) -> None:
 
 
 def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dict[str, Any], state: PartialState,
-                workers: int, labels: Labels | None, lock: OutputLock) -> tuple[list[list[plan.Segment]], list[str], str]:
+                workers: int, labels: Labels | None, lock: OutputLock) -> tuple[plan.Plan, list[str], str]:
     """The main process checks that the folder is new, empty or ours (`shards.check_folder`, before anything is
     written there), locks it, checks or records the run, plans it and removes our leftovers and damaged shards; what
-    it finds wrong ends every process. Returns the plan's shards, the damaged files removed and the run's id."""
+    it finds wrong ends every process. Returns the plan (read once by each process), the damaged files removed and
+    the run's id."""
     outcome: list[Any] = [[], None]
+    planned = None
     if state.is_main_process:
         try:
             shards.check_folder(outdir)
@@ -455,11 +357,11 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
             lock.acquire()
             if shards.read_run(outdir) is not None:
                 shards.check_run(outdir, record)
-            if plan.load(outdir) is None:
-                make_plan(outdir, source, config, state.num_processes * max(workers, 1), labels)
+            planned = plan.load(outdir) or make_plan(outdir, source, config, state.num_processes * max(workers, 1), labels)
+            planned.check_resumable(outdir, config.shard_size, len(source))
             outcome[1] = shards.record_run(outdir, record)
             shards.remove_temporary_files(outdir)
-            num_shards = len(plan.load(outdir)[0])
+            num_shards = len(planned.shards)
             shards.check_shards(outdir, num_shards, outcome[1])
             outcome[0] = shards.drop_damaged(outdir, num_shards)
             for line in outcome[0]:
@@ -469,11 +371,11 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
     broadcast_object_list(outcome)
     if isinstance(outcome[0], Exception):
         raise outcome[0]
-    return load_plan(outdir, config, len(source)), outcome[0], outcome[1]
+    return planned or plan.load(outdir), outcome[0], outcome[1]  # the other processes read what the main one wrote
 
 
 def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, labels: Labels | None,
-                  record: dict[str, Any], totals: dict[str, Any]) -> dict[str, Any]:
+                  record: dict[str, Any], totals: dict[str, Any], the_plan: plan.Plan) -> dict[str, Any]:
     """`manifest.json`: what the folder holds and how it was made (paths in it are the inputs'; the folder's own
     files by name, so it can be moved)."""
     manifest = {
@@ -487,7 +389,7 @@ def make_manifest(config: ExtractConfig, source: Source, extractor: Extractor, l
         "stride": config.stride if source.layout == "pair" or source.kind == "clip" else None,
         "rows": totals["rows"],
         "pairs": totals["pairs"],
-        "shard_size": plan.load(config.out)[1]["shard_size"],
+        "shard_size": the_plan.shard_size,
         "shards": totals["shards"],
         "errors": len(totals["errors"]),
         "arguments": given_arguments(config),

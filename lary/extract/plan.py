@@ -7,8 +7,9 @@ A run writes rows of one of two layouts:
   episode). Samples are laid end to end and cut into shards of `shard_size` pairs: short samples share a shard, a long
   video spans many, so a run killed inside a two-hour video redoes at most one shard of it.
 
-A shard is a list of `Segment`s (a sample, its first pair, how many pairs). The plan is fixed by the first run and
-saved in `plan.json` (pair layout), so that a resumed run cuts the work exactly as the first did.
+A shard is a list of `Segment`s (a sample, its first pair, how many pairs). The plan is made by the first run (`make`:
+each sample's length read from its container, the shard size chosen for the readers) and saved in `plan.json`, so that
+a resumed run cuts the work exactly as the first did; each process reads it once (`load`, a `Plan`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lary.errors import LaryError
+from tqdm import tqdm
+
+from lary import logs
+from lary.errors import LaryError, MediaError
 from lary.extract import shards
 
+if TYPE_CHECKING:
+    from lary.extract.labels import Labels
+    from lary.extract.sources import Source
+
 PLAN_FILE = "plan.json"
+MAX_AUTO_SHARD_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -93,13 +102,98 @@ def pair_units(pair_counts: list[int | None], shard_size: int, frame_pts: list[A
     return units
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A run's plan, as `plan.json` holds it: its shards' segments and its `info` (`layout`, `samples`, `shard_size`;
+    with `--stride-seconds`, `stride_seconds` and each sample's `stride_frames` and `fps`)."""
+
+    shards: list[list[Segment]]
+    info: dict[str, Any]
+
+    @property
+    def shard_size(self) -> int:
+        return self.info["shard_size"]
+
+    def strides(self, stride: int) -> int | list[int | None]:
+        """The stride of every sample as planned: `stride` for all, or each sample's with `--stride-seconds`."""
+        return self.info.get("stride_frames", stride)
+
+    def check_resumable(self, outdir: Path, shard_size: int | None, num_samples: int) -> None:
+        """A rerun must cut its input as the first run did: refused when `--shard-size` or the input's size differ."""
+        if shard_size is not None and shard_size != self.shard_size:
+            raise LaryError(
+                f"{outdir} was planned with --shard-size {self.shard_size}, not {shard_size}: rerun without "
+                "--shard-size (or with that value) to resume, or choose another --out"
+            )
+        if self.info["samples"] != num_samples:
+            raise LaryError(f"{outdir} was planned for {self.info['samples']} samples; the input now has {num_samples}")
+
+
+def pair_counts(source: Source, stride: int | list[int | None], labels: Labels | None) -> tuple[list[int | None], list[Any]]:
+    """Pair counts and frame timestamps of every sample, from their containers (nothing is decoded); a sample that
+    cannot be read or is too short gets no count (it is tried, and reported, when its shard runs). `stride`: one for
+    all samples, or each sample's (`--stride-seconds`; None for a sample whose rate could not be read)."""
+    counts, frame_pts = [], []
+    for index in tqdm(range(len(source)), desc="plan: read lengths", unit="sample",
+                      disable=len(source) < 50 or logs.progress_hidden()):
+        sample_stride = stride if isinstance(stride, int) else stride[index]
+        try:
+            length, pts = source.length(index) if sample_stride is not None else (0, None)
+        except MediaError:
+            length, pts = 0, None
+        if length == 0:
+            counts.append(None)
+            frame_pts.append(None)
+            continue
+        if labels is not None:
+            labels.check_frames(source.sample_id(index), length, sample_stride)
+        counts.append(length - sample_stride if length > sample_stride else None)
+        frame_pts.append(pts)
+    return counts, frame_pts
+
+
+def auto_shard_size(total: int, readers: int, batch_size: int) -> int:
+    """Rows per shard for `total` rows read by `readers` (processes x decoding workers) in batches of `batch_size`.
+
+    Shards are whole batches: every shard starts on the grid of `batch_size` rows that the loader cuts batches on, so
+    the batches, and so the values computed, are those of one process however many read. Of those sizes (up to
+    `MAX_AUTO_SHARD_SIZE` rows, or one batch), the one whose last round of shards ends first when every reader takes
+    the next shard, the largest of equals: no reader is left alone with the last shards (10 shards for 8 workers
+    leave 2 of them decoding the last 2 while 6 wait)."""
+    batches = -(-max(total, 1) // batch_size)
+
+    def finish(per_shard: int) -> int:  # batches read by the busiest reader
+        return -(-(-(-batches // per_shard)) // readers) * per_shard
+
+    per_shard = min(range(1, max(1, MAX_AUTO_SHARD_SIZE // batch_size) + 1), key=lambda size: (finish(size), -size))
+    return per_shard * batch_size
+
+
+def make(outdir: Path, source: Source, stride: int, shard_size: int | None, batch_size: int, readers: int,
+         labels: Labels | None, info: dict[str, Any]) -> Plan:
+    """The first run's plan, saved to `plan.json`: the shard size (`shard_size`, or `auto_shard_size` over the
+    `readers`, processes x decoding workers, so that every one gets an equal share), and for the pair layout the
+    shards' segments. `info`: what the plan keeps besides (`--stride-seconds`' strides, which replace `stride`)."""
+    info = {"layout": source.layout, "samples": len(source), **info}
+    if source.layout == "row":
+        counts, frame_pts = [], []
+        total = len(source)
+    else:
+        counts, frame_pts = pair_counts(source, info.get("stride_frames", stride), labels)
+        total = sum(count or 1 for count in counts)
+    shard_size = shard_size or auto_shard_size(total, readers, batch_size)
+    units = pair_units(counts, shard_size, frame_pts) if source.layout == "pair" else []
+    save(outdir, units, {**info, "shard_size": shard_size})
+    return load(outdir)
+
+
 def save(outdir: Path, units: list[list[Segment]], info: dict[str, Any]) -> None:
     data = {**info, "shards": [[[s.sample, s.first, s.count, s.seek_frame, s.seek_pts] for s in unit] for unit in units]}
     shards.write_atomic(outdir / PLAN_FILE, json.dumps(data))
 
 
-def load(outdir: Path) -> tuple[list[list[Segment]], dict[str, Any]] | None:
-    """The saved plan and its info, or None when this folder has none yet."""
+def load(outdir: Path) -> Plan | None:
+    """The saved plan (row layout: `shard_size` samples per shard), or None when this folder has none yet."""
     path = outdir / PLAN_FILE
     if not path.is_file():
         return None
@@ -112,7 +206,9 @@ def load(outdir: Path) -> tuple[list[list[Segment]], dict[str, Any]] | None:
     if lacking:
         raise LaryError(f"{path} is damaged (lacking or unreadable: {', '.join(lacking)}): restore it, or start again "
                         "in another --out")
-    return units, data
+    if data["layout"] == "row":
+        units = row_units(data["samples"], data["shard_size"])
+    return Plan(units, data)
 
 
 def remaining(outdir: Path, units: list[list[Segment]]) -> list[WorkUnit]:

@@ -1,4 +1,5 @@
-"""The rows `lary extract` writes, as Arrow: column types, and tables from computed values.
+"""The rows `lary extract` writes, as Arrow: column types, a run's schema (`output_schema`), and tables from computed
+values (`batch_table`: the rows of one computed batch).
 
 Pair layout (videos, image folders, LeRobot episodes; also what `lary app` offers for download): one row per frame
 pair `(t, t + stride)` with `id`, `frame_index` (t), `next_frame_index`, `timestamp`, `next_timestamp` (seconds; null
@@ -8,10 +9,16 @@ where unknown), the representation (`action_indices` (n), `latent_actions` (n x 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from lary.extract.labels import Labels
+    from lary.extract.loader import Batch
+    from lary.extract.models import Extractor
+    from lary.extract.sources import Source
 
 PAIR_COLUMNS: dict[str, pa.DataType] = {
     "frame_index": pa.int64(),
@@ -74,3 +81,41 @@ def table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
         else:
             arrays[field.name] = ragged_array([np.asarray(row) for row in value], innermost(field.type))
     return pa.Table.from_pydict(arrays, schema=schema)
+
+
+def output_schema(source: Source, extractor: Extractor, labels: Labels | None) -> pa.Schema:
+    """The columns `lary extract` writes for `source` (its layout and pass-through columns), `extractor` and `labels`."""
+    if source.layout == "row":
+        return pa.schema([("id", pa.string()), *extractor.columns(source.kind == "clip").items(), *source.passthrough_types.items()])
+    return pair_schema(extractor.columns(False), {**source.passthrough_types, **(labels.types if labels else {})})
+
+
+def batch_table(batch: Batch, outputs: list[dict[str, np.ndarray]], source: Source, schema: pa.Schema,
+                labels: Labels | None) -> pa.Table:
+    """The rows of one computed batch: one per piece (row layout) or one per pair (pair layout)."""
+    columns: dict[str, Any] = {}
+    if source.layout == "row":
+        columns["id"] = [source.sample_id(piece.sample) for piece in batch.pieces]
+        for piece in batch.pieces:
+            for name in source.passthrough_types:
+                columns.setdefault(name, []).append(piece.passthrough[name])
+        for name in outputs[0]:  # a pair row holds its one pair; a clip row all its pairs
+            columns[name] = [out[name] if source.kind == "clip" else out[name][0] for out in outputs]
+        return table(columns, schema)
+    for piece in batch.pieces:
+        first, second = piece.frame_indices[: piece.pairs], piece.frame_indices[piece.stride :]
+        sample_id = source.sample_id(piece.sample)
+        values = {
+            "id": [sample_id] * piece.pairs,
+            "frame_index": first,
+            "next_frame_index": second,
+            "timestamp": piece.times[: piece.pairs],
+            "next_timestamp": piece.times[piece.stride :],
+            **source.pair_columns(piece.sample, first, piece.stride),
+            **(labels.columns(sample_id, first, piece.stride) if labels is not None else {}),
+        }
+        for name, value in values.items():
+            columns.setdefault(name, []).extend(value)
+    for name in outputs[0]:
+        columns[name] = np.concatenate([out[name] for out in outputs])
+    return table(columns, schema)

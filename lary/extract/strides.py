@@ -4,7 +4,6 @@ run keeps them) and recorded in `manifest.json`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,15 +51,10 @@ def check_constant_rate(video: VideoInfo, seconds: float, where: str) -> None:
         )
 
 
-def planned(outdir: Path, stride: int) -> int | list[int | None]:
-    """The stride of every sample as planned: `stride` for all, or each sample's with `--stride-seconds`."""
-    return plan.load(outdir)[1].get("stride_frames", stride)
-
-
-def manifest_record(outdir: Path, ids: list[str]) -> dict[str, Any]:
+def manifest_record(planned: plan.Plan, ids: list[str]) -> dict[str, Any]:
     """`manifest.json`'s record of a `--stride-seconds` run: `stride_seconds`, `stride` (the frames when every sample
     has the same, else None), and by sample id its `fps` and `stride_frames`."""
-    info = plan.load(outdir)[1]
+    info = planned.info
     frames = [k for k in info["stride_frames"] if k is not None]
     return {
         "stride_seconds": info["stride_seconds"],
