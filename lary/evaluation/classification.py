@@ -15,10 +15,10 @@ from torch import nn
 from .training import (
     Rows,
     StepEstimate,
-    predict,
     selection_record,
     split_for_selection,
-    train_epochs,
+    steps_per_epoch,
+    train_probe,
     warmup_cosine,
 )
 
@@ -204,7 +204,7 @@ def train_classification(
     The head is the one with the best top-1 after the last epoch on the validation rows (`config.selection`
     "validation", as LARYBench), or on `config.held_out_fraction` of the train rows, which it then does not train on
     ("held-out": the reported accuracy was not tuned on). The features are `[rows, tokens, D]` or
-    `[rows, pairs, tokens, D]`, each step reading only its process's rows. `on_estimate`: see `train_epochs`.
+    `[rows, pairs, tokens, D]`, each step reading only its process's rows. `on_estimate`: see `training.train_epochs`.
     """
     num_classes = num_classes or int(max(train_labels.max(), val_labels.max())) + 1
     num_pairs = train_features.shape[1] if len(train_features.shape) == 4 else 1
@@ -218,12 +218,7 @@ def train_classification(
     optimizer = torch.optim.AdamW(
         [{"params": probe.parameters(), "lr": lr, "weight_decay": wd} for probe, (lr, wd) in zip(model.probes, config.heads)]
     )
-    steps_per_epoch = -(-len(train_features) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(int(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch)
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    probe = accelerator.unwrap_model(model)
+    steps = steps_per_epoch(len(train_features), config.batch_size)
     weights = class_balanced_weights(train_labels) if config.class_balanced else None
     num_heads = len(config.heads)
 
@@ -238,12 +233,14 @@ def train_classification(
         return losses.sum() * accelerator.num_processes / len(batch), stats
 
     history = []
-    epochs = train_epochs(
-        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
-        torch.Generator().manual_seed(config.seed), weights, desc="classification probe", on_estimate=on_estimate,
+    scored = (val_features, None if held_out is None else held_out[0])
+    epochs = train_probe(
+        model, optimizer, warmup_cosine(int(config.warmup_epochs * steps), config.epochs * steps), train_features,
+        batch_loss, scored, lambda rows: (num_heads, rows, num_classes), accelerator, epochs=config.epochs,
+        batch_size=config.batch_size, seed=config.seed, weights=weights, desc="classification probe",
+        on_estimate=on_estimate,
     )
-    for epoch, sums in epochs:
-        logits = predict(probe, val_features, config.batch_size, accelerator, (num_heads, len(val_features), num_classes))
+    for epoch, sums, (logits, held_logits) in epochs:
         val_loss = [F.cross_entropy(head, val_labels).item() for head in logits]
         val_accuracy = [(head.argmax(-1) == val_labels).double().mean().item() for head in logits]
         entry = {
@@ -254,8 +251,7 @@ def train_classification(
             "validation_accuracy": val_accuracy,
         }
         if held_out is not None:
-            held_features, held_labels = held_out
-            held_logits = predict(probe, held_features, config.batch_size, accelerator, (num_heads, len(held_labels), num_classes))
+            held_labels = held_out[1]
             entry["held_out_accuracy"] = [(head.argmax(-1) == held_labels).double().mean().item() for head in held_logits]
         history.append(entry)
     scores = history[-1]["held_out_accuracy" if held_out is not None else "validation_accuracy"]

@@ -16,10 +16,10 @@ from lary.errors import LaryError
 from .training import (
     Rows,
     StepEstimate,
-    predict,
     selection_record,
     split_for_selection,
-    train_epochs,
+    steps_per_epoch,
+    train_probe,
     warmup_constant,
 )
 
@@ -154,7 +154,7 @@ def train_regression(
     or on `config.held_out_fraction` of the train rows, which it then does not train on ("held-out": the reported MSE
     was not tuned on). The normalization statistics come from all train rows either way, so both report in the same
     units. `mean_predictor_mse` is the control: the train mean of every dof (per robot type), which is 0 once
-    z-scored, scored like the probe. `on_estimate`: see `train_epochs`."""
+    z-scored, scored like the probe. `on_estimate`: see `training.train_epochs`."""
     normalizer = ActionNormalizer.fit(train_actions, train_robot_types)
     stride = train_actions[0].shape[0]
     dof = max(action.shape[1] for action in train_actions + val_actions)
@@ -166,10 +166,7 @@ def train_regression(
     torch.manual_seed(config.seed)
     model = MLPResNet(math.prod(train_features.shape[1:]), stride * dof, config.hidden_dim, config.residual_blocks)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * -(-len(train_features) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(int(config.warmup_fraction * total_steps)))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    probe = accelerator.unwrap_model(model)
+    total_steps = config.epochs * steps_per_epoch(len(train_features), config.batch_size)
 
     def batch_loss(predictions: torch.Tensor, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         mask = train_mask[rows].to(accelerator.device)
@@ -180,17 +177,17 @@ def train_regression(
         return loss * accelerator.num_processes / train_mask[batch].sum(), [loss.item(), mask.sum().item()]
 
     history, best = [], None
-    epochs = train_epochs(
-        model, optimizer, scheduler, train_features, batch_loss, config.epochs, config.batch_size, accelerator,
-        torch.Generator().manual_seed(config.seed), desc="regression probe", on_estimate=on_estimate,
+    scored = (val_features, None if held_out is None else held_out[0])
+    epochs = train_probe(
+        model, optimizer, warmup_constant(int(config.warmup_fraction * total_steps)), train_features, batch_loss,
+        scored, lambda rows: (rows, stride * dof), accelerator, epochs=config.epochs, batch_size=config.batch_size,
+        seed=config.seed, desc="regression probe", on_estimate=on_estimate,
     )
-    for epoch, (loss_sum, entries) in epochs:
-        predictions = predict(probe, val_features, config.batch_size, accelerator, (len(val_features), stride * dof))
+    for epoch, (loss_sum, entries), (predictions, held_predictions) in epochs:
         mse = masked_mse(predictions, val_targets, val_mask)
         entry = {"epoch": epoch, "train_loss": loss_sum / entries, "validation_mse": mse}
         if held_out is not None:
-            held_features, held_targets, held_mask = held_out
-            held_predictions = predict(probe, held_features, config.batch_size, accelerator, (len(held_features), stride * dof))
+            _, held_targets, held_mask = held_out
             entry["held_out_mse"] = masked_mse(held_predictions, held_targets, held_mask)
         history.append(entry)
         score = entry["held_out_mse" if held_out is not None else "validation_mse"]

@@ -1,5 +1,6 @@
-"""What both probes share: the training loop (batch order, sharding a global batch over processes, reading rows
-ahead), schedules, evaluation, and the held-out slice that `--selection held-out` chooses the head or epoch on."""
+"""What both probes share: their training (`train_probe`: the loop of `train_epochs`, with batch order, sharding a
+global batch over processes and reading rows ahead, then each epoch's outputs on the rows that score it), schedules,
+and the held-out slice that `--selection held-out` chooses the head or epoch on."""
 
 from __future__ import annotations
 
@@ -149,6 +150,46 @@ def train_epochs(
             elif step == TIMED_STEPS + 1 and on_estimate is not None and total_steps > step:
                 on_estimate((time.perf_counter() - timed_from) / TIMED_STEPS, total_steps)
         yield epoch, reduce_sum(sums, accelerator)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Optimizer steps of an epoch over `rows` rows (the last batch may be short), for the LR schedules."""
+    return -(-rows // batch_size)
+
+
+def train_probe(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_factor: Callable[[int], float],
+    features: Rows,
+    batch_loss: BatchLoss,
+    scored: tuple[Rows | None, ...],
+    output_shape: Callable[[int], tuple[int, ...]],
+    accelerator: Accelerator,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    weights: torch.Tensor | None = None,
+    desc: str = "probe",
+    on_estimate: StepEstimate | None = None,
+) -> Iterator[tuple[int, list[float], list[torch.Tensor | None]]]:
+    """Train a probe and yield `(epoch, statistics, outputs)` after each epoch: `outputs` are `model`'s on each of the
+    `scored` row sets (None for None), shaped `output_shape(rows)` (see `predict`), on CPU.
+
+    `optimizer` steps under the LR multiplier `lr_factor` (of the step); the batch order is drawn from `seed`, with
+    `weights` if given; `batch_loss`, the statistics and `on_estimate` are those of `train_epochs`."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    probe = accelerator.unwrap_model(model)
+    trained = train_epochs(
+        model, optimizer, scheduler, features, batch_loss, epochs, batch_size, accelerator,
+        torch.Generator().manual_seed(seed), weights, desc=desc, on_estimate=on_estimate,
+    )
+    for epoch, sums in trained:
+        outputs = [None if rows is None else predict(probe, rows, batch_size, accelerator, output_shape(len(rows)))
+                   for rows in scored]
+        yield epoch, sums, outputs
 
 
 def read_ahead(batches: Iterable[Batch], read: Callable[[Batch], torch.Tensor]) -> Iterator[tuple[Batch, torch.Tensor]]:
