@@ -312,11 +312,13 @@ def test_bf16_mixed_precision_run(tmp_path):
 SPY = """
 import os, runpy, sys
 from lary_hub.modeling_lapa_dinov3 import LapaDinov3Model
-enable = LapaDinov3Model.activation_checkpointing_enable
+names = ("activation_checkpointing_enable", "gradient_checkpointing_enable")  # 5.5 and older: only the second
+name = next(name for name in names if hasattr(LapaDinov3Model, name))
+enable = getattr(LapaDinov3Model, name)
 def spy(self, *args, **kwargs):
     open(os.environ["CHECKPOINTING_MARKER"], "w").close()
     return enable(self, *args, **kwargs)
-LapaDinov3Model.activation_checkpointing_enable = spy
+setattr(LapaDinov3Model, name, spy)
 sys.argv = ["lary", *sys.argv[3:]]
 runpy.run_module("lary", run_name="__main__")
 """

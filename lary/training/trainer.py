@@ -99,7 +99,8 @@ def train(args: TrainConfig) -> Path:
     model = build_model(args.backbone, args.model_config, args.image_size, args.allow_missing_weights)
     if args.gradient_checkpointing:
         # the quantizer's layers recompute their activations in the backward pass (the frozen backbone keeps none)
-        model.activation_checkpointing_enable()
+        # transformers' newer name; 5.5 and older (LeRobot's pin) have only gradient_checkpointing_enable
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     processor = LapaDinov3Processor(size=model.config.backbone_config.image_size)
     clips = load_clips(args.data, processor)
     if not clips:
