@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
-import signal
 import sys
 from dataclasses import dataclass
 
 from lary import logs, registration
-from lary.launcher import end_with_launcher
+from lary.launcher import end_with_launcher, raise_if_stopped, stop_on_signals
 from lary.configs import parser as config_parser
 from lary.errors import EXIT_BAD_INPUT, EXIT_NO_SPACE, LaryError, one_line_errors  # noqa: F401 (LaryError: lary.cli.LaryError)
 
@@ -118,22 +117,17 @@ def _leave_process_group() -> None:
         distributed.destroy_process_group()
 
 
-def _interrupt(signum: int, frame) -> None:
-    """SIGTERM (a launcher, a scheduler, `kill`) ends a command as Ctrl-C does, once: a second one while it ends
-    would interrupt its cleanup."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def run() -> None:
     """Console entry point: `main`, with what a user can cause reported on one line and its exit code (`EXIT_CODES`)."""
     end_with_launcher()
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     command = next((arg for arg in sys.argv[1:2] if arg in COMMANDS), None)
     prog = " ".join(["lary", *([command] if command else [])])
     try:
         with one_line_errors(prog):
-            sys.exit(main())
+            code = main()
+            raise_if_stopped()  # a stop whose first KeyboardInterrupt was swallowed is not an exit 0
+            sys.exit(code)
     except KeyboardInterrupt:
         if logs.is_main_process():  # the other processes of a launch end with it, silently
             resume = "; rerun the same command to resume" if command and COMMANDS[command].resumes else ""

@@ -1,4 +1,5 @@
-"""A process started by a launcher (`accelerate launch`, `torchrun`) ends when its launcher does.
+"""A process started by a launcher (`accelerate launch`, `torchrun`) ends when its launcher does; a stop asked for by a
+signal is never lost.
 
 Such launchers start each process in a session of its own, so killing the launcher's process group does not reach
 them: without this, the processes of a killed launch compute on (into its output folder, beside the run started next)
@@ -37,3 +38,27 @@ def end_with_launcher() -> None:
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="lary-launcher-watch", daemon=True).start()
+
+
+_stop_signal: int | None = None  # the signal that asked this process to stop, once one has
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a launcher, a scheduler, `kill`) end a command as a KeyboardInterrupt, and are remembered:
+    Python may run a signal's handler inside a finalizer or a C library's callback, which prints its KeyboardInterrupt
+    as "Exception ignored" and goes on; `raise_if_stopped` raises it again where the work can stop."""
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+
+def _stop(signum: int, frame) -> None:
+    global _stop_signal
+    _stop_signal = signum
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while it ends would interrupt its cleanup
+    raise KeyboardInterrupt
+
+
+def raise_if_stopped() -> None:
+    """The KeyboardInterrupt of a stop that a signal asked for, if one did (its first raise may have been lost)."""
+    if _stop_signal is not None:
+        raise KeyboardInterrupt

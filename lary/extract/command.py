@@ -42,6 +42,7 @@ from lary.extract.sources import (
     VideoSource,
 )
 from lary.frames import video_rotations
+from lary.launcher import raise_if_stopped
 from lary.parquet_shards import no_space_names
 from lary.paths import outside
 from lary.processes import process_state
@@ -232,6 +233,7 @@ def run_units(units: list[plan.WorkUnit], source: Source, extractor: Extractor, 
             # batches gain, the workers' decoding does not (2% slower)
         busy = 0.0  # handling batches after the first arrived; the rest of that time the loop waited for one
         for item in items:
+            raise_if_stopped()
             began = time.perf_counter()
             if first_batch is None:
                 first_batch = began - start
