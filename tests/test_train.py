@@ -118,8 +118,9 @@ def test_lary_train_learns_the_motion_direction_and_writes_a_loadable_model(tmp_
     # one entry leaves the codes at 0.125 (its continuous actions still learn: 0.42).
     assert accuracy["continuous_latent_actions"] >= 0.35, accuracy  # 0.475
     assert accuracy["action_indices"] >= 0.28, accuracy  # 0.350
-    # Decoding with another pair's actions is worse than with the pair's own (1.023x); 1.000x in all the broken runs.
-    assert errors["other_pair_actions"] >= 1.01 * errors["prediction"], errors
+    # Decoding with another pair's actions is worse than with the pair's own (1.023x on an Intel Xeon, 1.0096x on an
+    # AMD EPYC: the same run through other CPU kernels); 1.000x in all the broken runs.
+    assert errors["other_pair_actions"] >= 1.005 * errors["prediction"], errors
     # A decoder that copies the first frame scores copy_first_frame; an untrained one 3x that.
     assert errors["prediction"] < 0.8 * errors["copy_first_frame"], errors
 
