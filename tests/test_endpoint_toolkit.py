@@ -24,6 +24,8 @@ from conftest import free_port
 from other_envs import python_with, run_python
 from test_endpoint_handler import _extract, _pngs, _same_pairs, media, model_dir  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.envs  # builds other environments from the package index: `pytest -m envs`
+
 TOOLKIT = Path(__file__).resolve().parent / "endpoint_toolkit"
 # The default container's pins (the toolkit's setup.py 0.5.6), its web server as of that release, and the folder's
 # requirements.txt, which the container installs before it starts
@@ -119,6 +121,7 @@ def test_the_toolkits_loader_refuses_weights_that_do_not_fit(container, model_di
         save_file(changed, folders[-1] / "model.safetensors", metadata={"format": "pt"})
     code = f"""
 from huggingface_inference_toolkit.handler import get_inference_handler_either_custom_or_default_handler
+
 for folder in {[str(folder) for folder in folders]!r}:
     try:
         get_inference_handler_either_custom_or_default_handler(folder)

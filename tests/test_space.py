@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+pytestmark = pytest.mark.envs  # builds other environments from the package index: `pytest -m envs`
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILES = ("README.md", "app.py", "requirements.txt")
 

@@ -22,6 +22,8 @@ from lary.configs.model import ConvertConfig
 from lary.convert import convert
 from lary_hub.modeling_lapa_dinov3 import Dinov3ViT
 
+pytestmark = pytest.mark.envs  # builds other environments from the package index: `pytest -m envs`
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Pins that pip resolves beside this environment's torch (each transformers brings the tokenizers it accepts).
@@ -40,6 +42,7 @@ CODES = """
 import json, os, sys
 import numpy as np, torch, transformers
 from transformers import AutoModel, AutoProcessor, pipeline
+
 
 for job in json.loads(os.environ["LARY_JOBS"]):
     frames = list(np.load(job["frames"]))
