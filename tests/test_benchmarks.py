@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each benchmark runs end to end on the CPU: with -m slow in .ci/run's second stage
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -27,6 +27,8 @@ from lary import LatentActionLabeler, labeler as labeler_module
 from lary.errors import LaryError
 from lary.hub import default_model
 
+pytestmark = pytest.mark.slow  # DataLoader workers under spawn and forkserver each import torch: with -m slow in .ci/run's second stage
+
 STRIDE = 2
 TESTS = Path(__file__).parent
 

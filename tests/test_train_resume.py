@@ -20,6 +20,8 @@ from transformers import get_scheduler
 from lary import LapaDinov3Config, LapaDinov3Model
 from lary.training import checkpoints
 
+pytestmark = pytest.mark.slow  # two lary train subprocesses: with -m slow in .ci/run's second stage
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
