@@ -1,24 +1,35 @@
 """Pairs per second of every way into the model, on the same video in one process, as ratios to `lary extract`.
 
-The ways in, each on every pair (t, t + stride) of one video, computed by `lary.runtime` (the goal: each at least 0.9
-of `lary extract`):
+The ways in, each on every pair (t, t + stride) of one video, computed by `lary.runtime` or, for the handler, by the
+Hub files alone (the goal: each at least 0.9 of `lary extract`):
   extract       `lary extract --videos` (in this process; its decoding workers beside it): the pairs/s it reports,
                 which time its loop (decode, compute, write), not loading the model or planning
   label_video   `LatentActionLabeler.label_video` (decodes in this process, then computes)
   label_pairs   `LatentActionLabeler.label_pairs(frames[:-k], frames[k:])` of the decoded frames (the labelling only)
   app           the app's `Analyzer.analyse` (decode, resize, compute)
-Models are loaded once, before the rounds. The ways take turns, one round of each after another, so a busy spell of
-the machine lands on every way; each way's median over the rounds is reported. Codes are checked equal to extract's.
+  handler       the Inference Endpoints handler, the model folder's `handler.py` loaded as the toolkit loads it (the
+                module from the folder, the folder first on `sys.path`, `EndpointHandler(folder)`), called with
+                `{"inputs": <the video as base64>, "parameters": {"stride": k}}` (decode, resize, compute, the answer's
+                objects), with the torch threads its constructor chose
+Models are loaded once, before the rounds; each call starts from the process's torch threads at the start (extract
+and the handler set theirs for their process). The ways take turns, one round of each after another, so a busy spell
+of the machine lands on every way; each way's median over the rounds is reported. Codes are checked equal to extract's.
 
-    python benchmarks/bench_entry_points.py [--video clip.mp4] [--frames 120] [--rounds 3] [--tiny]
+    python benchmarks/bench_entry_points.py [--video clip.mp4] [--frames 120] [--rounds 3] [--tiny] [--json r.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime
+import importlib.util
+import json
 import logging
+import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +43,7 @@ from lary.app.analysis import Analyzer
 from lary.app.limits import Limits
 from lary.cli import main as lary_main
 from lary.frames import read_video
-from lary.hub import default_model
+from lary.hub import default_model, export
 from lary.synthetic import write_video
 
 VITS16 = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 12, "num_attention_heads": 6,
@@ -65,6 +76,21 @@ def moving_square_video(path: Path, frames: int, height: int, width: int) -> Pat
     return write_video((frame(t) for t in range(frames)), path, fps=25)
 
 
+def endpoint_handler(folder: Path):
+    """`EndpointHandler(folder)` of the folder's `handler.py`, imported as huggingface-inference-toolkit imports it, and
+    the torch threads its constructor set (the handler sets them for its process; other ways here keep the caller's)."""
+    spec = importlib.util.spec_from_file_location("handler.EndpointHandler", folder / "handler.py")
+    sys.path.insert(0, str(folder))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["handler.EndpointHandler"] = module
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    handler = module.EndpointHandler(str(folder))
+    handler_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return handler, handler_threads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, help="default: a generated moving square, --frames of 480x640")
@@ -73,26 +99,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="rounds (every way once per round)")
     parser.add_argument("--tiny", action="store_true", help="the embedded tiny model instead of a ViT-S/16-shaped one")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
+    initial_threads = torch.get_num_threads()
     scratch = Path(tempfile.mkdtemp(prefix="bench_entry_points_"))
     video = args.video or moving_square_video(scratch / "clip.mp4", args.frames, 480, 640)
     if args.tiny:
         model = default_model()
     else:
         torch.manual_seed(0)
-        model = scratch / "model"
-        LapaDinov3Model(LapaDinov3Config(backbone_config=VITS16, heads=6, dim_head=64)).eval().save_pretrained(model)
+        model = export(LapaDinov3Model(LapaDinov3Config(backbone_config=VITS16, heads=6, dim_head=64)).eval(),
+                       scratch / "model")  # with handler.py, as every folder lary writes
     frames = read_video(video)
     pairs, k = len(frames) - args.stride, args.stride
+    os.environ.setdefault("LARY_ENDPOINT_MAX_FRAMES", str(len(frames)))  # the handler's default limit is 64 frames
 
     labeler = LatentActionLabeler.from_pretrained(model, device="cpu", batch_size=args.batch_size)
     analyzer = Analyzer(model, Limits(max_frames=len(frames)), device="cpu")
     analyzer.load()
+    handler, handler_threads = endpoint_handler(Path(model))
+    request = {"inputs": base64.b64encode(video.read_bytes()).decode(), "parameters": {"stride": k}}
     reported = Reported()
     logging.getLogger("lary.extract.command").addHandler(reported)
     logging.getLogger("lary.extract.command").setLevel(logging.INFO)
     runs = iter(range(10**6))
+
+    def endpoint() -> np.ndarray:
+        torch.set_num_threads(handler_threads)  # as in the endpoint's own process
+        return np.array([pair["action_indices"] for pair in handler(request)])
 
     def extract() -> np.ndarray:
         out = scratch / f"out{next(runs)}"
@@ -107,24 +142,42 @@ def main() -> None:
         "label_video": lambda: labeler.label_video(video, stride=k)["action_indices"],
         "label_pairs": lambda: labeler.label_pairs(frames[:-k], frames[k:])["action_indices"],
         "app": lambda: analyzer.analyse(video, stride=k).action_indices,
+        "handler": endpoint,
     }
-    codes = {name: way() for name, way in ways.items()}  # warm-up, and the codes to compare
+
+    def run(way) -> np.ndarray:
+        """One call of a way, from the process's torch threads at the start (`lary extract` and the handler set
+        theirs for the whole process, as in their own processes)."""
+        try:
+            return way()
+        finally:
+            torch.set_num_threads(initial_threads)
+
+    codes = {name: run(way) for name, way in ways.items()}  # warm-up, and the codes to compare
     for name, value in codes.items():
         assert np.array_equal(value, codes["extract"]), f"{name} gave other codes than lary extract"
     rates: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(args.rounds):
         for name, way in ways.items():
             start = time.perf_counter()
-            way()
+            run(way)
             seconds = time.perf_counter() - start
             rates[name].append(reported.pairs_per_second if name == "extract" else pairs / seconds)
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {'tiny' if args.tiny else 'ViT-S/16-shaped'} "
-          f"model; {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}, stride {k}, batch {args.batch_size}; "
+    print(f"torch {torch.__version__}, {initial_threads} threads at the start (the handler's: {handler_threads}); "
+          f"{'tiny' if args.tiny else 'ViT-S/16-shaped'} model; {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}, stride {k}, batch {args.batch_size}; "
           f"median of {args.rounds} interleaved rounds; the same codes everywhere")
     for name, value in medians.items():
         print(f"  {name:12s} {value:8.2f} pairs/s  ({min(rates[name]):.2f}..{max(rates[name]):.2f})  "
               f"x{value / medians['extract']:.2f} of extract")
+    if args.json:
+        results = {"date": datetime.date.today().isoformat(), "tiny": args.tiny, "torch": torch.__version__,
+                   "cpus": os.cpu_count(), "load_average": os.getloadavg(), "threads": initial_threads,
+                   "handler_threads": handler_threads, "frames": len(frames), "size": list(frames.shape[1:3]),
+                   "stride": k, "batch_size": args.batch_size, "rounds": args.rounds, "codes_equal": True,
+                   "pairs_per_s": {name: {"median": value, "rounds": rates[name], "of_extract": value / medians["extract"]}
+                                   for name, value in medians.items()}}
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
