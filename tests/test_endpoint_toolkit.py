@@ -1,6 +1,7 @@
 """An exported folder served by Inference Endpoints' own server: huggingface-inference-toolkit 0.5.6 (its unmodified
 source, tests/endpoint_toolkit/) with the default container's transformers 4.51.3 and huggingface_hub 0.30.2 and the
-folder's `requirements.txt`, in an environment of their own. `uvicorn webservice_starlette:app` loads `handler.py`
+folder's `requirements.txt`, in an environment of their own, on this environment's torch and on the container's own
+torch 2.5.1 (`-m torch_floors`). `uvicorn webservice_starlette:app` loads `handler.py`
 with the toolkit's loader and answers real HTTP requests on 127.0.0.1: its codes are `lary extract`'s; the bodies it
 refuses, and the handler's refusals, are 400 `{"error": ...}`."""
 
@@ -34,9 +35,17 @@ CONTAINER = ["transformers==4.51.3", "huggingface_hub==0.30.2", "starlette==0.47
 STARTUP_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def container() -> Path:
-    return python_with(CONTAINER)
+# The container's torch is 2.5.1, below our floor: a CUDA build of a few GB from the package index, marked
+# torch_floors as well (`pytest -m torch_floors` runs it alone); the local CPU torch runs with the other environments
+TORCH_VERSIONS = [None, pytest.param("2.5.1", marks=pytest.mark.torch_floors, id="torch-2.5.1")]
+
+
+@pytest.fixture(scope="module", params=TORCH_VERSIONS, ids=lambda torch: torch or "local-torch")
+def container(request) -> Path:
+    python = python_with(CONTAINER + ([f"torch=={request.param}"] if request.param else []))
+    if request.param:  # its own torch, not the one it would see from this environment
+        assert run_python(python, "import torch; print(torch.__version__)").stdout.startswith(request.param)
+    return python
 
 
 def _environment(model_dir: Path, tmp_path: Path) -> dict[str, str]:
