@@ -22,12 +22,12 @@ PYPROJECT = ROOT / "pyproject.toml"
 KEPT = {"torch"}
 
 
-def floor_requirements() -> list[str]:
-    """`name==floor` for each dependency but torch; a dependency without a `>=` floor is an error."""
+def floor_requirements(kept: set[str] = KEPT) -> list[str]:
+    """`name==floor` for each dependency but `kept`'s (torch); a dependency without a `>=` floor is an error."""
     pins = []
     for line in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]:
         requirement = Requirement(line)
-        if requirement.name in KEPT:
+        if requirement.name in kept:
             continue
         floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
         if len(floors) != 1:
@@ -36,9 +36,10 @@ def floor_requirements() -> list[str]:
     return pins
 
 
-def floor_python() -> Path:
-    """The floor environment's Python, with `lary`'s command installed there."""
-    python = python_with(floor_requirements())
+def floor_python(kept: set[str] = KEPT) -> Path:
+    """The floor environment's Python, with `lary`'s command installed there (`kept=set()`: torch's floor too, a CUDA
+    build of a few GB, for tests/test_torch_floors.py)."""
+    python = python_with(floor_requirements(kept))
     found = subprocess.run([str(python), "-c", "import importlib.util; print(importlib.util.find_spec('lary').origin)"],
                            capture_output=True, text=True, check=True).stdout.strip()
     if not (python.parent / "lary").is_file() or Path(found).parents[1] != ROOT:  # or a checkout elsewhere's
