@@ -9,9 +9,11 @@ import datasets
 import numpy as np
 import pytest
 from conftest import shared_path
-from lary_tree import csv_rows, make_lary_tree, synthetic_action, synthetic_image
+from lary_tree import csv_rows, make_lary_tree, synthetic_action, synthetic_image, write_csv
+from PIL import Image
 
 from lary.cli import main as cli_main
+from lary.errors import LaryError
 from lary.data.layout import LAYOUTS
 from lary.data.prepare import prepare
 
@@ -155,3 +157,28 @@ def test_shards_roll_over_and_keep_csv_order(tmp_path):
     assert len(shards) > 1 and shards[-1].name.endswith(f"-of-{len(shards):05d}.parquet")
     ds = load(out, "agibotbeta", "validation")
     assert ds["id"] == [f"agibotbeta/validation/{i}" for i in range(12)]
+
+
+@pytest.mark.parametrize("value", ["../../../secret.png", "{outside}", "link.png"],
+                         ids=["dotdot", "absolute", "symlink"])
+def test_csv_paths_that_lead_out_of_the_data_dir_are_refused_on_one_line(tmp_path, value):
+    """A metadata CSV is data from elsewhere: a media path that is absolute, climbs out with `..` or is a symlink out
+    of the media folder is refused before anything of its split is read or written, naming the CSV, the row and the
+    value."""
+    data_dir, metadata_dir = make_lary_tree(tmp_path, None, {"agibotbeta": 3})
+    layout = LAYOUTS["agibotbeta"]
+    # a readable image outside DATA_DIR: only the path check stops it
+    Image.fromarray(synthetic_image("secret", 32)).save(tmp_path / "secret.png")
+    media = layout.media_dir(data_dir, "validation")
+    (media / "link.png").symlink_to(tmp_path / "secret.png")
+    csv_path = layout.csv_path(metadata_dir, "validation")
+    rows = csv_rows(metadata_dir, "agibotbeta", "validation")
+    rows[1]["tgt_img"] = value.format(outside=tmp_path / "secret.png")
+    write_csv(csv_path, rows)
+    with pytest.raises(LaryError) as error:
+        prepare(data_dir, metadata_dir, tmp_path / "out", configs=["agibotbeta"])
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{csv_path}: row 1, column tgt_img: {rows[1]['tgt_img']!r} ")
+    assert ("is an absolute path" if value == "{outside}" else "leads out of") in message
+    assert not list((tmp_path / "out").glob("agibotbeta/*validation*"))

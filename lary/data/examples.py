@@ -10,6 +10,7 @@ from typing import Any
 import datasets
 
 from lary.errors import LaryError
+from lary.paths import inside
 
 from .labels import CLASS_NAMES, NUM_CLASSES
 from .layout import ConfigLayout
@@ -75,12 +76,13 @@ def build_features(layout: ConfigLayout, names: list[str] | None = None) -> data
     return datasets.Features(features)
 
 
-def media_paths(layout: ConfigLayout, row: dict[str, str], media_dir: Path) -> list[Path]:
-    """Every file a row needs."""
+def media_paths(layout: ConfigLayout, row: dict[str, str], media_dir: Path, where: str) -> list[Path]:
+    """Every file a row needs, each kept inside `media_dir` (`lary.paths.inside`: an absolute path, `..` or a symlink
+    out of it is refused, the error naming `where`, the row, then its column and value)."""
     columns = [column for column in MEDIA_COLUMNS if column in layout.columns]
     if layout.kind == "regression":
         columns.append("action")
-    return [media_dir / row[column] for column in columns]
+    return [inside(media_dir, row[column], f"{where}, column {column}") for column in columns]
 
 
 def parse_indices(value: str) -> list[int]:

@@ -128,10 +128,11 @@ def _load(index_row: tuple[int, dict[str, str]], layout: ConfigLayout, split: st
 
 
 def _missing_files(layout: ConfigLayout, csv_path: Path, media_dir: Path) -> tuple[int, list[tuple[str, str]], int]:
-    """One cheap pass over the CSV: (rows, first missing paths, missing count)."""
+    """One cheap pass over the CSV, before anything is read: (rows, first missing paths, missing count). A path that
+    leads out of `media_dir` is refused on one line naming the CSV, the row (from 0, as in the rows' ids) and the value."""
     rows, missing, count = 0, [], 0
     for rows, row in enumerate(read_rows(csv_path, layout.columns), start=1):
-        for path in media_paths(layout, row, media_dir):
+        for path in media_paths(layout, row, media_dir, f"{csv_path}: row {rows - 1}"):
             if not path.is_file():
                 count += 1
                 if len(missing) < SHOWN_PATHS:
