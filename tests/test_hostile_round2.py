@@ -30,7 +30,8 @@ from test_lerobot_hostile import tree_state
 from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 
 from lary import cli
-from lary.errors import LaryError
+from lary.errors import LaryError, NoSpaceError
+from lary.extract import plan
 from lary.extract.labels import Labels
 from lary.hub import EMBEDDED_MODEL, export, load_pretrained
 
@@ -142,6 +143,43 @@ def test_a_damaged_run_record_is_refused_on_one_line(tmp_path, tiny_model, video
     (out / damage).write_text("[1, 2]")
     refused(rf"{damage} is (not the record of a lary extract run|damaged)", "--model", str(tiny_model),
             "--videos", str(videos / "*.mp4"), "--out", str(out))
+
+
+def test_a_run_refused_while_planning_leaves_no_lock_nor_folder_of_its_own(tmp_path, tiny_model, videos, monkeypatch):
+    """The disk fills while the plan is written: the folders the run made are removed, an empty folder the user made
+    stays (empty), and a lock file the run did not create (the previous run's, another live run's) stays."""
+    def disk_full(outdir, units, info):
+        raise NoSpaceError(outdir / "plan.json")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plan, "save", disk_full)
+        with pytest.raises(NoSpaceError):
+            run(tiny_model, videos, tmp_path / "new" / "deeper" / "out")
+        assert not (tmp_path / "new").exists()
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(NoSpaceError):
+            run(tiny_model, videos, tmp_path / "empty")
+        assert list((tmp_path / "empty").iterdir()) == []
+
+    ours = tmp_path / "ours"
+    assert run(tiny_model, videos, ours) == 0
+    before = tree_state(ours)
+    refused(r"was planned with --shard-size 4, not 3", "--model", str(tiny_model), "--videos", str(videos / "*.mp4"),
+            "--out", str(ours), "--shard-size", "3")
+    after = tree_state(ours)
+    assert ".lock" in after and {**after, ".lock": ""} == {**before, ".lock": ""}  # the previous run's lock file
+
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; d = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.lockf(d, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(ours / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        refused(r"is being written by another run", "--model", str(tiny_model), "--videos", str(videos / "*.mp4"),
+                "--out", str(ours))
+        assert (ours / ".lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # --- item 4: an --out inside the source -----------------------------------------------------------------------------
@@ -386,7 +424,7 @@ def test_stride_seconds_refuses_a_variable_frame_rate_video(tmp_path, tiny_model
             r"apart; its header says [\d.]+ fps\), so no number of frames is 0\.2 s throughout: give --stride in frames",
             "--model", str(tiny_model), "--videos", str(videos / "*.mp4"), "--stride-seconds", "0.2",
             "--out", str(tmp_path / "out"))
-    assert [path.name for path in (tmp_path / "out").iterdir()] == [".lock"]  # refused when planning
+    assert not (tmp_path / "out").exists()  # refused when planning: the folder it made, and its lock, removed
     out = tmp_path / "steady"
     assert extract("--model", str(tiny_model), "--videos", str(videos / "steady.mp4"), "--stride-seconds", "0.2",
                    "--out", str(out), "--num-workers", "0") == 0

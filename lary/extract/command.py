@@ -343,11 +343,13 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
                 workers: int, labels: Labels | None, lock: OutputLock) -> tuple[plan.Plan, list[str], str]:
     """The main process checks that the folder is new, empty or ours (`shards.check_folder`, before anything is
     written there), locks it, checks or records the run, plans it and removes our leftovers and damaged shards; what
-    it finds wrong ends every process. Returns the plan (read once by each process), the damaged files removed and
+    it finds wrong ends every process (refused before the run is recorded, it removes the lock file and the folders
+    it made). Returns the plan (read once by each process), the damaged files removed and
     the run's id."""
     outcome: list[Any] = [[], None]
     planned = None
     if state.is_main_process:
+        made = [folder for folder in (outdir, *outdir.parents) if not folder.exists()]  # what mkdir makes, deepest first
         try:
             shards.check_folder(outdir)
             try:
@@ -370,6 +372,13 @@ def plan_folder(outdir: Path, source: Source, config: ExtractConfig, record: dic
                 logger.warning("damaged shard, redone: %s", line)
         except (LaryError, NoSpaceError) as error:
             outcome[0] = error
+            if outcome[1] is None:  # refused before recording the run: leave no lock file, nor folders, of ours
+                lock.discard()
+                for folder in made:
+                    try:
+                        folder.rmdir()  # only while empty
+                    except OSError:
+                        break
     broadcast_object_list(outcome)
     if isinstance(outcome[0], Exception):
         raise outcome[0]

@@ -30,27 +30,39 @@ class OutputLock:
     def __init__(self, outdir: Path):
         self.path = outdir / LOCK_FILE
         self.descriptor: int | None = None
+        self.created = False  # whether this run made the file (`discard` removes only that)
 
-    def acquire(self) -> None:
-        """Lock the folder, or raise a `LaryError` naming the live run that holds it."""
+    def _open(self) -> int:
         try:
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                descriptor, self.created = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                descriptor, self.created = os.open(self.path, os.O_RDWR), False
         except OSError as error:
             if error.errno == errno.ENOSPC:
                 raise
             raise LaryError(f"--out {self.path.parent}: cannot write there ({error.strerror})") from None
-        try:
-            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks: warn, and go on
-                logger.warning("cannot lock %s (%s): make sure no other run writes into %s", self.path, error,
-                               self.path.parent)
-            else:
-                os.close(descriptor)
-                raise LaryError(
-                    f"{self.path.parent} is being written by another run ({self._holder()}): wait for it to end or "
-                    "stop it, or choose another --out"
-                ) from None
+        return descriptor
+
+    def acquire(self) -> None:
+        """Lock the folder, or raise a `LaryError` naming the live run that holds it."""
+        while True:
+            descriptor = self._open()
+            try:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks: warn, and go on
+                    logger.warning("cannot lock %s (%s): make sure no other run writes into %s", self.path, error,
+                                   self.path.parent)
+                else:
+                    os.close(descriptor)
+                    raise LaryError(
+                        f"{self.path.parent} is being written by another run ({self._holder()}): wait for it to end "
+                        "or stop it, or choose another --out"
+                    ) from None
+            if self._is_current(descriptor):
+                break
+            os.close(descriptor)  # a refused run removed the file it had locked (`discard`) after we opened it
         os.ftruncate(descriptor, 0)
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.write(descriptor, json.dumps(holder).encode())
@@ -63,10 +75,27 @@ class OutputLock:
         except (OSError, ValueError, KeyError, TypeError):  # written at this moment, or by something else
             return f"see {self.path}"
 
+    def _is_current(self, descriptor: int) -> bool:
+        """Whether the locked file is still the one at `self.path`."""
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        locked = os.fstat(descriptor)
+        return (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino)
+
     def release(self) -> None:
         if self.descriptor is not None:
-            os.close(self.descriptor)  # closing the file drops the lock; the file stays (removing it would race)
+            os.close(self.descriptor)  # closing the file drops the lock; the file stays for the folder's next run
             self.descriptor = None
+
+    def discard(self) -> None:
+        """Release, removing the file if this run created it (a run refused before it wrote anything leaves the folder
+        as it found it); a lock file that was there before stays. Removed while still locked: a run that opened it
+        meanwhile finds it gone once it holds the lock, and opens the path again."""
+        if self.descriptor is not None and self.created:
+            self.path.unlink(missing_ok=True)
+        self.release()
 
     def __enter__(self) -> OutputLock:
         return self
