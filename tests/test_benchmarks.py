@@ -45,3 +45,17 @@ def test_bench_gpu_breakdown_runs_tiny_on_the_cpu(tmp_path):
     assert len(forms) == 8
     # every form computes the same function: on the tiny model (bf16) they give the same codes
     assert all(value["code_agreement"] == 1.0 for value in forms.values()), forms
+
+
+def test_bench_entry_points_runs_tiny(tmp_path):
+    """Every way in (extract, label_video, label_pairs, the app, the endpoint handler) on one short video: the
+    benchmark itself asserts that they give extract's codes."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_entry_points.py"), "--tiny", "--frames", "10",
+                             "--batch-size", "4", "--rounds", "1", "--json", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    ways = results["pairs_per_s"]
+    assert set(ways) == set(results["same_codes"]) == {"extract", "label_video", "label_pairs", "app", "handler"}
+    assert all(results["same_codes"].values()) and results["frames"] == 10
+    assert all(way["median"] > 0 for way in ways.values()) and ways["extract"]["of_extract"] == 1.0
