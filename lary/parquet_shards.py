@@ -39,10 +39,15 @@ def temporary_path(path: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
+    """Write a small text file under a temporary name, then rename it into place (a write that fails, a full disk
+    included, leaves neither)."""
     temporary = temporary_path(path)
-    with no_space_names(path):
-        temporary.write_text(text)
+    try:
+        with no_space_names(path):
+            temporary.write_text(text)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 

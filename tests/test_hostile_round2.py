@@ -5,6 +5,7 @@ in one line (exit code 2) or an `errors.jsonl` entry, and loses nothing of the u
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -31,7 +32,6 @@ from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 
 from lary import cli
 from lary.errors import LaryError, NoSpaceError
-from lary.extract import plan
 from lary.extract.labels import Labels
 from lary.hub import EMBEDDED_MODEL, export, load_pretrained
 
@@ -146,13 +146,19 @@ def test_a_damaged_run_record_is_refused_on_one_line(tmp_path, tiny_model, video
 
 
 def test_a_run_refused_while_planning_leaves_no_lock_nor_folder_of_its_own(tmp_path, tiny_model, videos, monkeypatch):
-    """The disk fills while the plan is written: the folders the run made are removed, an empty folder the user made
-    stays (empty), and a lock file the run did not create (the previous run's, another live run's) stays."""
-    def disk_full(outdir, units, info):
-        raise NoSpaceError(outdir / "plan.json")
+    """The disk fills while the plan is written (some bytes of it, then ENOSPC): the folders the run made are removed,
+    an empty folder the user made stays (empty), and a lock file the run did not create (the previous run's, another
+    live run's) stays."""
+    write_text = Path.write_text
+
+    def disk_full(path: Path, text: str, *args, **kwargs) -> int:
+        if not path.name.startswith(".plan.json."):
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     with monkeypatch.context() as patch:
-        patch.setattr(plan, "save", disk_full)
+        patch.setattr(Path, "write_text", disk_full)
         with pytest.raises(NoSpaceError):
             run(tiny_model, videos, tmp_path / "new" / "deeper" / "out")
         assert not (tmp_path / "new").exists()
