@@ -33,6 +33,7 @@ from transformers import AutoModel, DINOv3ViTConfig, DINOv3ViTModel
 from lary import cli
 from lary.errors import LaryError, NoSpaceError
 from lary.extract.labels import Labels
+from lary.extract.lock import OutputLock
 from lary.hub import EMBEDDED_MODEL, export, load_pretrained
 
 
@@ -186,6 +187,30 @@ def test_a_run_refused_while_planning_leaves_no_lock_nor_folder_of_its_own(tmp_p
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_file_removed_by_a_refused_run_while_another_opened_it_is_not_the_lock_held(tmp_path):
+    """Run B opens `.lock` just before refused run A removes it (A still holding it): B, locking what is no longer
+    the file at the path, opens the path again, so a third run would find B's lock rather than a new file."""
+    first, second = OutputLock(tmp_path), OutputLock(tmp_path)
+    first.acquire()
+    assert first.created
+    opened = second._open
+
+    def open_then_first_discards() -> int:
+        descriptor = opened()
+        if first.descriptor is not None:
+            first.discard()
+        return descriptor
+
+    second._open = open_then_first_discards
+    second.acquire()
+    try:
+        assert (tmp_path / ".lock").exists() and second.created
+        assert os.path.samestat(os.fstat(second.descriptor), os.stat(tmp_path / ".lock"))
+    finally:
+        second.discard()
+    assert not (tmp_path / ".lock").exists()
 
 
 # --- item 4: an --out inside the source -----------------------------------------------------------------------------
