@@ -9,9 +9,13 @@ features and the latent actions. Numerically identical to LARYBench's `LatentAct
 
 import functools
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypedDict
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +33,14 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, DINOv3ViTConfig, LapaDinov3Config
 
-# Not used here: `config.custom_pipelines` names this pipeline, and transformers ships a model's relative imports with
-# it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
-from .processing_lapa_dinov3 import LapaDinov3LatentActionPipeline  # noqa: F401
+# The pipeline is not used here: `config.custom_pipelines` names it, and transformers ships a model's relative imports
+# with it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
+from .processing_lapa_dinov3 import (  # noqa: F401
+    RESIZE_CHUNK_VALUES,
+    LapaDinov3LatentActionPipeline,
+    LapaDinov3Processor,
+    normalize_pixels,
+)
 
 # The Hub files run on transformers 4.51 to 5.x (tests/test_transformers_versions.py): what an older one lacks is
 # detected here and made up for by the smallest stand-in.
@@ -121,6 +130,46 @@ except ImportError:  # transformers 4: the records of `_can_record_outputs` kept
         value = output[index] if isinstance(output, tuple) else output
         if value is not None:  # SDPA returns no attention weights
             values.append(value)
+
+
+# How the model runs on a machine, for every way in: `latent_actions_of_video` below, `handler.py` (which reaches these
+# through the model's module) and `lary` (`lary.runtime` imports them; the Hub files cannot import `lary`).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds), or "max PERIOD"
+
+
+@contextmanager
+def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """float32 on a GPU computed in float32: PyTorch lets cuDNN's convolutions (the patch embedding, the position
+    generators) use TF32 by default, which the CPU's numbers do not. Other dtypes and devices are left alone."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's `--cpus`),
+    which torch's default thread count (the machine's physical cores) does not see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def compute_threads(workers: int = 0, processes: int = 1) -> int:
+    """The thread policy: torch threads for a process that computes while `workers` cores decode for it, its share of
+    the cores (`processes` share the machine) less the workers'. More busy threads than cores makes torch's threads
+    wait on each other (torch's default, every core, was several times slower on small machines)."""
+    return max(1, available_cores() // processes - workers)
 
 
 def attention_function(implementation: str | None) -> Callable:
@@ -882,8 +931,109 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
             **per_pair,
         )
 
+    def latent_actions_of_video(
+        self,
+        frames: Iterable[Any],
+        stride: int = 1,
+        processor: LapaDinov3Processor | None = None,
+        pairs_per_window: int = 32,
+        **kwargs: Any,
+    ) -> Iterator[LapaDinov3Output]:
+        r"""
+        The latent actions of every pair `(t, t + stride)` of a video's frames, streamed: one [`LapaDinov3Output`]
+        per window of at most `pairs_per_window` pairs (tensors with a leading pair axis), the windows in order.
+
+        Every frame goes through the backbone once: a window hands the DINOv3 features of its last `stride` frames
+        to the next, so memory holds a window's frames and `stride` frames' features, whatever the video's length. A
+        stride above `pairs_per_window` is not carried (its features would outgrow the window): the frames are read
+        twice instead, `iter(frames)` once from frame 0 and once from frame `stride`, and each window computes its
+        pairs' two frames (each frame through the backbone twice at most, memory still a window's). Float32 on a GPU
+        is computed without TF32. Fewer than `stride + 1` frames yield nothing.
+
+        Args:
+            frames (`Iterable`): uint8 model pixels `(3, S, S)` (the processor's `resize`), or with `processor` any
+                frames it takes ((H, W, 3) uint8 arrays or tensors, PIL images), resized on the model's device. An
+                iterable that `iter()` reads from the start again (a list, a tensor, a video reader) when `stride`
+                is above `pairs_per_window`.
+            stride (`int`, defaults to 1): frame distance of the pairs.
+            processor ([`LapaDinov3Processor`], *optional*): resizes the frames; without it they are pixels already.
+            pairs_per_window (`int`, defaults to 32): pairs per forward pass.
+            kwargs: passed to `forward` (e.g. `return_predicted_features=True`).
+        """
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a positive integer; got {stride!r}")
+        if isinstance(pairs_per_window, bool) or not isinstance(pairs_per_window, int) or pairs_per_window < 1:
+            raise ValueError(f"pairs_per_window must be a positive integer; got {pairs_per_window!r}")
+        if stride > pairs_per_window and iter(frames) is frames:
+            raise ValueError(f"stride {stride} is above pairs_per_window {pairs_per_window}: the frames are read twice, "
+                             "so pass an iterable that iter() reads from the start again (a list, a tensor), not an "
+                             "iterator, or raise pairs_per_window to the stride")
+        return self._video_windows(frames, stride, processor, pairs_per_window, kwargs)
+
+    @torch.inference_mode()
+    def _video_windows(
+        self,
+        frames: Iterable[Any],
+        stride: int,
+        processor: LapaDinov3Processor | None,
+        pairs_per_window: int,
+        kwargs: dict[str, Any],
+    ) -> Iterator[LapaDinov3Output]:
+        if stride <= pairs_per_window:
+            carried = None  # the features of the previous window's last `stride` frames
+            fresh: list[torch.Tensor] = []
+            for pixels in self._model_pixels(frames, processor):
+                fresh.append(pixels)
+                if len(fresh) == pairs_per_window + (stride if carried is None else 0):
+                    features = self._window_features(carried, fresh)
+                    yield self._window_pairs(features[:-stride], features[stride:], kwargs)
+                    carried, fresh = features[-stride:].clone(), []  # a copy: the window's features are freed
+            if fresh and len(fresh) + (0 if carried is None else stride) > stride:
+                features = self._window_features(carried, fresh)
+                yield self._window_pairs(features[:-stride], features[stride:], kwargs)
+            return
+        seconds = islice(iter(frames), stride, None)  # the second reader starts at frame `stride`, resizing nothing
+        pairs = zip(self._model_pixels(iter(frames), processor), self._model_pixels(seconds, processor))
+        while window := list(islice(pairs, pairs_per_window)):
+            features = self._window_features(None, [pixels for pair in window for pixels in pair]).unflatten(0, (-1, 2))
+            yield self._window_pairs(features[:, 0], features[:, 1], kwargs)
+
+    def _model_pixels(self, frames: Iterable[Any], processor: LapaDinov3Processor | None) -> Iterator[torch.Tensor]:
+        """uint8 model pixels on the model's device, one frame at a time; with `processor`, frames resized as read,
+        a chunk of `RESIZE_CHUNK_VALUES` at a time (memory holds one chunk of frames at their own size)."""
+        device = self.device
+        if processor is None:
+            for pixels in frames:
+                yield pixels.to(device, non_blocking=True)
+            return
+        budget = RESIZE_CHUNK_VALUES.get(device.type, RESIZE_CHUNK_VALUES["cuda"])
+        pending: list[torch.Tensor] = []
+        values = 0
+        for frame in frames:
+            pending.append(processor.to_uint8(frame))
+            values += pending[-1].numel()
+            if values >= budget:
+                yield from processor.resize(pending, device)
+                pending, values = [], 0
+        if pending:
+            yield from processor.resize(pending, device)
+
+    def _window_features(self, carried: torch.Tensor | None, fresh: list[torch.Tensor]) -> torch.Tensor:
+        """DINOv3 features of a window: those `carried` from the previous window, then the `fresh` frames' (uint8
+        model pixels, through the backbone together)."""
+        parameter = next(self.parameters())
+        with exact_float32(parameter.device, parameter.dtype):
+            features = self.extract_features(normalize_pixels(torch.stack(fresh)).to(parameter.dtype))
+        return features if carried is None else torch.cat((carried, features))
+
+    def _window_pairs(self, first: torch.Tensor, second: torch.Tensor, kwargs: dict[str, Any]) -> LapaDinov3Output:
+        parameter = next(self.parameters())
+        with exact_float32(parameter.device, parameter.dtype):
+            return self(backbone_features=torch.stack((first, second), dim=1), **kwargs)
+
 
 # Every save writes `auto_map` and the code files, also when the class came from `lary` rather than remote code.
 LapaDinov3Model.register_for_auto_class("AutoModel")
 
-__all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel"]
+__all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel", "available_cores", "compute_threads",
+           "exact_float32"]

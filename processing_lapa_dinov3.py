@@ -8,6 +8,7 @@ grey level. Only PIL, numpy and torch are used (no torchvision, no OpenCV).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
@@ -64,6 +65,12 @@ def resize_frames(frames: torch.Tensor, size: int, resample: str = "bicubic") ->
         for chunk in channels_first.split(chunk_frames)
     ]
     return torch.cat(chunks)
+
+
+def _writable_tensor(frame: np.ndarray) -> torch.Tensor:
+    """A numpy frame as a tensor, sharing its memory where torch can (not a negatively strided or read-only view)."""
+    frame = np.ascontiguousarray(frame)
+    return torch.from_numpy(frame if frame.flags.writeable else frame.copy())
 
 
 def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -123,9 +130,25 @@ class LapaDinov3Processor(ImageProcessingMixin):
         self.stride = stride
         self.resample = resample
 
-    def resize(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (N, H, W, 3) -> uint8 (N, 3, size, size), on the frames' device (a GPU resizes there)."""
-        return resize_frames(frames, self.size, self.resample)
+    def resize(
+        self, frames: torch.Tensor | Sequence[torch.Tensor | np.ndarray], device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """uint8 frames -> uint8 model pixels (N, 3, size, size) on `device` (default: where the frames are), resized
+        there (a GPU resizes on the GPU). `frames` is a batch (N, H, W, 3), or a sequence of (H, W, 3) frames of any
+        sizes: frames of one size are resized together, moved to `device` a chunk (`RESIZE_CHUNK_VALUES`) at a time."""
+        if isinstance(frames, torch.Tensor):
+            return resize_frames(frames if device is None else frames.to(device, non_blocking=True), self.size,
+                                 self.resample)
+        frames = [frame if isinstance(frame, torch.Tensor) else _writable_tensor(frame) for frame in frames]
+        device = torch.device(device) if device is not None else frames[0].device if frames else torch.device("cpu")
+        pixels = torch.empty((len(frames), 3, self.size, self.size), dtype=torch.uint8, device=device)
+        chunk_values = RESIZE_CHUNK_VALUES.get(device.type, RESIZE_CHUNK_VALUES["cuda"])
+        for shape in dict.fromkeys(frame.shape for frame in frames):
+            positions = [k for k, frame in enumerate(frames) if frame.shape == shape]
+            for chunk in torch.tensor(positions).split(max(1, chunk_values // math.prod(shape))):
+                stacked = torch.stack([frames[k] for k in chunk.tolist()]).to(device, non_blocking=True)
+                pixels[chunk.to(device)] = resize_frames(stacked, self.size, self.resample)
+        return pixels
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels from `resize` -> float32 in [-1, 1]."""
@@ -177,12 +200,7 @@ class LapaDinov3Processor(ImageProcessingMixin):
     def _stack(self, groups: list[Sequence[Frame]], name: str) -> torch.Tensor:
         """Every frame resized and normalised; frames of one size are resized together."""
         frames = [self.to_uint8(frame, f"{name}[{i}][{j}]") for i, group in enumerate(groups) for j, frame in enumerate(group)]
-        pixels: list[torch.Tensor | None] = [None] * len(frames)
-        for shape in dict.fromkeys(frame.shape for frame in frames):
-            positions = [k for k, frame in enumerate(frames) if frame.shape == shape]
-            for k, resized in zip(positions, self.resize(torch.stack([frames[k] for k in positions]))):
-                pixels[k] = resized
-        return self.normalize(torch.stack(pixels)).unflatten(0, (len(groups), -1))
+        return self.normalize(self.resize(frames)).unflatten(0, (len(groups), -1))
 
     @staticmethod
     def to_uint8(frame: Frame, where: str = "frame") -> torch.Tensor:

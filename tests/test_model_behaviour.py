@@ -48,6 +48,40 @@ def test_video_mode_equals_pairwise(model):
     torch.testing.assert_close(video.predicted_features[0], pairwise.predicted_features, atol=1e-5, rtol=0)
 
 
+def test_the_windowed_video_forward_is_video_mode_each_frame_through_the_backbone_once(model):
+    """`latent_actions_of_video` gives video mode's pairs window by window, from resized pixels or from frames of
+    mixed sizes with the processor; a window carries its stride's features, and a longer stride reads the frames twice
+    (each frame once per pair), which an iterator cannot be."""
+    processor = LapaDinov3Processor(size=112)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (60 + 8 * (t % 2), 80, 3), dtype=np.uint8) for t in range(11)]  # two sizes
+    pixels = processor.resize(frames)
+    assert pixels.shape == (11, 3, 112, 112)
+    assert torch.equal(pixels[1], processor.resize(torch.from_numpy(frames[1])[None])[0])  # grouped by size, same numbers
+    seen = []
+    hook = model.backbone.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append(len(kwargs["pixel_values"])), with_kwargs=True)
+    try:
+        for stride, pairs_per_window, backbone_frames in ((1, 4, 11), (3, 4, 11), (3, 3, 11), (5, 2, 12)):
+            with torch.no_grad():
+                video = model(pixel_values_videos=processor.normalize(pixels)[None], stride=stride)
+            for given, by in ((frames, processor), (pixels, None)):
+                seen.clear()
+                windows = list(model.latent_actions_of_video(given, stride, by, pairs_per_window))
+                assert [len(window.action_indices) for window in windows[:-1]] == [pairs_per_window] * (len(windows) - 1)
+                assert torch.equal(torch.cat([window.action_indices for window in windows]), video.action_indices[0])
+                torch.testing.assert_close(torch.cat([window.latent_actions for window in windows]),
+                                           video.latent_actions[0], atol=1e-5, rtol=0)
+                assert sum(seen) == backbone_frames, (stride, pairs_per_window)  # 6 pairs of stride 5: 12 frames
+    finally:
+        hook.remove()
+    assert list(model.latent_actions_of_video(pixels[:3], stride=3)) == []  # no pair
+    with pytest.raises(ValueError, match="stride 5 is above pairs_per_window 2: the frames are read twice"):
+        model.latent_actions_of_video(iter(pixels), stride=5, pairs_per_window=2)
+    with pytest.raises(ValueError, match="stride must be a positive integer; got 0"):
+        model.latent_actions_of_video(pixels, stride=0)
+
+
 @torch.no_grad()
 def test_decode_actions_reproduces_the_forward_prediction(model):
     pairs = _clip(2)
