@@ -7,9 +7,10 @@
     loader = DataLoader(lerobot_dataset, batch_size=32, collate_fn=labeler.collate("observation.images.top"))
     for batch in labeler.labelled(DataLoader(lerobot_dataset, num_workers=8), "observation.images.top"): ...
 
-Frames go the way `lary extract` takes them (`lary.runtime.LatentActionRuntime`): the processor's resize to uint8 model
-pixels (on the GPU when the model is there), every distinct frame through the backbone once, then the pairs; so the
-same frames give the same codes as `lary extract`. Float frames in [0, 1] (LeRobot's `(C, H, W)` tensors) are rounded
+Frames go the way `lary extract` takes them (`lary.runtime.LatentActionRuntime`; a video through the model's windowed
+forward, `LapaDinov3Model.latent_actions_of_video`): the processor's resize to uint8 model pixels (on the GPU when the
+model is there), every distinct frame through the backbone once, then the pairs; so the same frames give the same codes
+as `lary extract`. Float frames in [0, 1] (LeRobot's `(C, H, W)` tensors) are rounded
 to 8 bits first (`LapaDinov3Processor.to_uint8`): a frame decoded to uint8 and divided by 255 comes back exactly, so a
 LeRobot batch gives the codes of its decoded frames.
 
@@ -72,6 +73,17 @@ def labeler_for(spec: LabelerSpec) -> LatentActionLabeler:
                 raise LaryError(f"{spec.name_or_path} is not the model the labeler was made with (its weights or "
                                 "processor changed since): make the labeler again")
         return labeler
+
+
+class VideoFrames:
+    """A video file's RGB frames in presentation order (`lary.frames.decode_video`), decoded from the start by each
+    `iter()`: the model's windowed forward reads a long stride's pairs with two."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (frame.rgb for frame in decode_video(self.path))
 
 
 def _content_key(frame: torch.Tensor) -> tuple:
@@ -165,42 +177,21 @@ class LatentActionLabeler:
     def label_video(
         self, path: str | Path, stride: int | None = None, stride_seconds: float | None = None
     ) -> dict[str, np.ndarray]:
-        """Every pair `(t, t + k)` of a video file, decoded as `lary extract --videos` decodes it and computed as it
-        computes them: windows of `batch_size` pairs, every frame through the backbone once (a window keeps the
-        features of the k frames the next one starts with; memory holds a window's frames and k frames' features).
-        k = `stride` frames (default 1), or `stride_seconds` S at the video's own rate, k = round(S x fps)
-        (`lary extract --stride-seconds`). The arrays of `label_pairs`, with each pair's `frame_index` and
-        `next_frame_index` (N,) int64."""
+        """Every pair `(t, t + k)` of a video file, decoded as `lary extract --videos` decodes it, through the model's
+        windowed video forward (`LapaDinov3Model.latent_actions_of_video`): windows of `batch_size` pairs, every frame
+        through the backbone once (a window hands the next the features of its last k frames; memory holds a window).
+        A k above `batch_size` is not carried: the video is decoded twice, from frame 0 and from frame k. k = `stride`
+        frames (default 1), or `stride_seconds` S at the video's own rate, k = round(S x fps) (`lary extract
+        --stride-seconds`). The arrays of `label_pairs`, with each pair's `frame_index` and `next_frame_index` (N,)
+        int64."""
         stride = self._stride(path, stride, stride_seconds)
-        parts, first_indices = [], []
-        carried_features, carried_indices = None, []
-        fresh, fresh_indices = [], []
-
-        def window() -> None:
-            nonlocal carried_features, carried_indices
-            features = self.runtime.features(self.runtime.resize(fresh))
-            if carried_features is not None:
-                features = torch.cat((carried_features, features))
-            indices = carried_indices + fresh_indices
-            first = torch.arange(len(indices) - stride)
-            parts.append(to_numpy(self.runtime.latent_actions(features, first, first + stride)))
-            first_indices.extend(indices[: len(indices) - stride])
-            carried_features, carried_indices = features[-stride:].clone(), indices[-stride:]
-            fresh.clear()
-            fresh_indices.clear()
-
+        windows = self.model.latent_actions_of_video(VideoFrames(path), stride, self.processor, self.batch_size)
         with runtime.torch_threads():
-            for frame in decode_video(path):
-                fresh.append(torch.from_numpy(frame.rgb))
-                fresh_indices.append(frame.index)
-                if len(carried_indices) + len(fresh) == self.batch_size + stride:
-                    window()
-            if len(carried_indices) + len(fresh) > stride and fresh:
-                window()
+            parts = [to_numpy({name: output[name] for name in LATENT_ACTION_COLUMNS}) for output in windows]
         if not parts:
             raise MediaError(path, f"has fewer than {stride + 1} frames: no pair (t, t + {stride})")
         labels = {name: np.concatenate([part[name] for part in parts]) for name in LATENT_ACTION_COLUMNS}
-        labels["frame_index"] = np.asarray(first_indices, dtype=np.int64)
+        labels["frame_index"] = np.arange(len(labels["action_indices"]), dtype=np.int64)
         labels["next_frame_index"] = labels["frame_index"] + stride
         return labels
 
@@ -299,9 +290,10 @@ class LatentActionLabeler:
         distinct = list(dict.fromkeys(keys))
         new = [key for key in distinct if key not in previous]
         frame_of = dict(zip(keys, first + second))
-        computed = self.runtime.features(self.runtime.resize([frame_of[key] for key in new])) if new else None
         features_of = {key: previous[key] for key in distinct if key in previous}
-        features_of.update(zip(new, computed if computed is not None else []))
+        if new:
+            pixels = self.processor.resize([frame_of[key] for key in new], self.device)
+            features_of.update(zip(new, self.runtime.features(pixels)))
         features = torch.stack([features_of[key] for key in distinct])
         position = {key: k for k, key in enumerate(distinct)}
         index = torch.tensor([position[key] for key in keys])

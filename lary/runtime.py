@@ -2,20 +2,26 @@
 app): the dtype, the torch threads, loading (errors worded for the caller), the model's identity, and frames to
 latent actions in batches, every frame through the DINOv3 backbone once.
 
+The Hub files own what `handler.py` shares without `lary`: the processor's `resize` of many frames of any sizes, the
+model's windowed video forward (`LapaDinov3Model.latent_actions_of_video`, which `label_video` and the app use), the
+core count and thread rule (`available_cores`, `compute_threads`) and float32 without TF32 (`exact_float32`),
+imported here under lary's names. This module adds what only `lary` needs: the thread policy's context
+(`torch_threads`: workers, forked children), dtypes, loading, identity, and batches of pairs of any frames.
+
     runtime = LatentActionRuntime(load_model(name, "float32", device), name, batch_size=32)
-    features = runtime.features(runtime.resize(frames))        # (F, h, w, D), each frame once
-    values = runtime.latent_actions(features, first, second)   # pairs (first[i], second[i]) of those frames
+    pixels = runtime.processor.resize(frames, runtime.device)   # (F, 3, S, S) uint8, frames of any sizes
+    features = runtime.features(pixels)                          # (F, h, w, D), each frame once
+    values = runtime.latent_actions(features, first, second)     # pairs (first[i], second[i]) of those frames
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +32,13 @@ import torch
 from lary.errors import LaryError
 from lary.frames import load_processor
 from lary.hub import load_pretrained
+from lary_hub.modeling_lapa_dinov3 import available_cores, compute_threads, exact_float32  # noqa: F401 (lary's names)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
                 "pytorch_model.bin")
 HASH_BLOCK = 16 * 2**20
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds), or "max PERIOD"
 
 
 # --- dtype ----------------------------------------------------------------------------------------------------------
@@ -69,42 +75,7 @@ def dtype_name(dtype: str | torch.dtype | None, argument: str = "dtype") -> str:
     return name
 
 
-@contextmanager
-def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """float32 on a GPU computed in float32: PyTorch lets cuDNN's convolutions (the patch embedding, the position
-    generators) use TF32 by default, which the CPU's numbers do not. Other dtypes and devices are left alone."""
-    if device.type != "cuda" or dtype != torch.float32:
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 # --- threads --------------------------------------------------------------------------------------------------------
-
-
-def available_cores() -> int:
-    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's `--cpus`),
-    which torch's default thread count (the machine's physical cores) does not see."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
-def compute_threads(workers: int = 0, processes: int = 1) -> int:
-    """The thread policy of every way in: torch threads for a process that computes while `workers` processes decode
-    for it, its share of the cores (`processes` share the machine) less the workers'. More busy threads than cores
-    makes torch's threads wait on each other."""
-    return max(1, available_cores() // processes - workers)
 
 
 _forked_after_threads = False
@@ -281,17 +252,6 @@ class LatentActionRuntime:
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         fork_safe_threads()
-
-    def resize(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(H, W, 3) uint8 frames, of any sizes, as the model's uint8 pixels (F, 3, S, S) on its device: frames of one
-        size resized together (one call per size), where the model is (a GPU resizes on the GPU)."""
-        pixels: list[torch.Tensor | None] = [None] * len(frames)
-        for shape in dict.fromkeys(frame.shape for frame in frames):
-            positions = [k for k, frame in enumerate(frames) if frame.shape == shape]
-            stacked = torch.stack([frames[k] for k in positions]).to(self.device, non_blocking=True)
-            for k, resized in zip(positions, self.processor.resize(stacked)):
-                pixels[k] = resized
-        return torch.stack(pixels)
 
     @torch.inference_mode()
     def features(self, pixels: torch.Tensor) -> torch.Tensor:

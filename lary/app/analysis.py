@@ -2,10 +2,10 @@
 downloads.
 
 Frames come through `lary.frames` (probe, then decode only the requested range, seeking to its first frame) and the
-model's processor, like every other command. The model runs as every way in runs it (`lary.runtime`: its dtype,
-float32 without TF32 on a GPU, its thread policy): each frame through the DINOv3 backbone once, a few frames at a time
-so that a progress bar moves; the latent action model then reads the pairs `(t, t + stride)` from those features,
-which is what video mode (`pixel_values_videos`) computes.
+model's processor, like every other command. The model runs as every way in runs it (`lary.runtime`: its dtype, its
+thread policy; float32 without TF32 on a GPU): the clip's pixels through the model's windowed video forward
+(`LapaDinov3Model.latent_actions_of_video`), each frame through the DINOv3 backbone once, a window of pairs
+`(t, t + stride)` at a time so that a progress bar moves; what video mode (`pixel_values_videos`) computes.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from lary.frames import decode_video, probe_video
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]  # (fraction done, what is being done)
-FRAMES_PER_STEP = 16  # frames run through the backbone at once: bounds memory, moves the progress bar
-RESIZE_PIXELS = 2**23  # decoded pixels resized at once (one 4K frame, four 1080p ones): the resize works in float32
-PAIRS_PER_STEP = 64
+FRAMES_PER_STEP = 16  # decoded frames resized together, at most
+RESIZE_PIXELS = 2**23  # decoded pixels held before they are resized (one 4K frame, four 1080p ones)
+PAIRS_PER_STEP = 64  # pairs per forward pass: bounds memory, moves the progress bar
 THUMBNAIL_SIDE = 256  # longest side of the frames kept for display
 
 
@@ -185,7 +185,7 @@ def read_clip(
     pixels, thumbnails, indices, times, pending = [], [], [], [], []
 
     def resize_pending() -> None:
-        pixels.append(processor.resize(torch.from_numpy(np.stack(pending))))
+        pixels.append(processor.resize(pending))
         pending.clear()
 
     start_pts = int(info.pts[start]) if info.seekable else None
@@ -280,19 +280,15 @@ class Analyzer:
             raise LaryError(f"stride {stride} needs at least {stride + 1} frames; frames {clip.frame_indices[0]} to "
                             f"{clip.frame_indices[-1]} are {frames}")
 
-        computing = self.load()
-        features, pairs, outputs = [], frames - stride, []
+        pairs, outputs, done = frames - stride, [], 0
+        # the clip is in memory (within the frame limit): windows carry any stride, each frame through DINOv3 once
+        windows = model.latent_actions_of_video(clip.pixels, stride, pairs_per_window=max(PAIRS_PER_STEP, stride))
+        progress(0.2, f"latent actions of {pairs} pairs")
         with runtime.torch_threads():
-            for begin in range(0, frames, FRAMES_PER_STEP):
-                end = min(frames, begin + FRAMES_PER_STEP)
-                progress(0.2 + 0.7 * begin / frames, f"DINOv3 features of frames {begin + 1}-{end} of {frames}")
-                features.append(computing.features(clip.pixels[begin:end]))
-            features = torch.cat(features)
-            for begin in range(0, pairs, PAIRS_PER_STEP):
-                end = min(pairs, begin + PAIRS_PER_STEP)
-                progress(0.9 + 0.1 * begin / pairs, f"latent actions of pairs {begin + 1}-{end} of {pairs}")
-                first = torch.arange(begin, end)
-                outputs.append(runtime.to_numpy(computing.latent_actions(features, first, first + stride)))
+            for output in windows:
+                outputs.append(runtime.to_numpy({name: output[name] for name in runtime.LATENT_ACTION_COLUMNS}))
+                done += len(outputs[-1]["action_indices"])
+                progress(0.2 + 0.8 * done / pairs, f"latent actions of pairs 1-{done} of {pairs}")
         analysis = Analysis(
             clip=clip,
             stride=stride,

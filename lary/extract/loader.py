@@ -44,8 +44,8 @@ class Preparer(Protocol):
     def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
         """(H, W, 3) uint8 frames -> the model's input for each (or the frames as tensors, to resize on device)."""
 
-    def resize(self, frames: np.ndarray) -> torch.Tensor:
-        """(frames, H, W, 3) uint8 -> the model's per-frame input, always on the CPU."""
+    def resize(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        """(H, W, 3) uint8 frames of any sizes -> the model's input for each, always on the CPU."""
 
 
 @dataclass
@@ -180,8 +180,8 @@ class UnitStream(IterableDataset):
                 raise LaryError(f"{len(frames)} frames; stride {stride} needs at least {stride + 1}")
             if len({frame.shape for frame in frames}) == 1:
                 pixels, resized = _stack(self.preparer.prepare(frames)), not self.preparer.resize_on_device
-            else:  # a row's frames in different sizes: each resized here
-                pixels, resized = _stack([self.preparer.resize(frame[None])[0] for frame in frames]), True
+            else:  # a row's frames in different sizes: resized here (the device resizes a batch of one size)
+                pixels, resized = _stack(self.preparer.resize(frames)), True
         except LaryError as error:  # MediaError included
             errors.append({"id": self.source.sample_id(segment.sample), "index": segment.sample, "reason": str(error)})
             return

@@ -67,20 +67,21 @@ class LatentActionExtractor:
     def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
         return latent_action_types(per_row_pairs)
 
-    def resize(self, frames: np.ndarray) -> torch.Tensor:
-        return self.processor.resize(torch.from_numpy(frames))
+    def resize(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        return list(self.processor.resize(frames))
 
     def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
         """Each frame as it is, for the GPU to resize (not copied: the loader stacks it into shared memory), or resized
         here."""
         if self.resize_on_device:
             return [torch.from_numpy(frame) for frame in frames]
-        return list(self.resize(np.stack(frames)))
+        return self.resize(frames)
 
     def _new_pixels(self, piece: Piece, carried: int) -> torch.Tensor:
         """The piece's frames after its first `carried`, as the model's uint8 pixels on its device."""
-        pixels = piece.pixels[carried:].to(self.device, non_blocking=True)
-        return pixels if piece.resized else self.processor.resize(pixels)
+        if piece.resized:
+            return piece.pixels[carried:].to(self.device, non_blocking=True)
+        return self.processor.resize(piece.pixels[carried:], self.device)
 
     def compute(self, pieces: list[Piece]) -> list[dict[str, np.ndarray]]:
         carried = [self._carried.take((piece.sample, int(piece.frame_indices[0])), piece.carried) if piece.carried else None
@@ -115,8 +116,8 @@ class EncoderFeatureExtractor:
     def columns(self, per_row_pairs: bool) -> dict[str, pa.DataType]:
         return {"features": list_type(pa.float32(), 2 + int(per_row_pairs))}
 
-    def resize(self, frames: np.ndarray) -> torch.Tensor:
-        return self.transform(frames)
+    def resize(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        return self.transform.each(frames)
 
     def prepare(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
         return self.transform.each(frames)  # not stacked: the loader stacks them into shared memory

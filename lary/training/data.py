@@ -36,21 +36,13 @@ def _resize(frames: Iterable[np.ndarray], processor: LapaDinov3Processor) -> tor
     """RGB uint8 frames -> (frames, 3, size, size) uint8, resized by the processor `RESIZE_CHUNK` frames at a time
     (frames of one chunk may differ in size)."""
     chunks, pending = [], []
-
-    def flush() -> None:
-        if len({frame.shape for frame in pending}) == 1:
-            chunks.append(processor.resize(torch.from_numpy(np.stack(pending))))
-        else:
-            chunks.extend(processor.resize(torch.from_numpy(frame[None])) for frame in pending)
-        pending.clear()
-
     for frame in frames:
         pending.append(frame)
         if len(pending) == RESIZE_CHUNK:
-            flush()
-    if pending:
-        flush()
-    return torch.cat(chunks) if chunks else torch.empty(0, 3, processor.size, processor.size, dtype=torch.uint8)
+            chunks.append(processor.resize(pending))
+            pending = []
+    chunks.append(processor.resize(pending))  # empty for a clip of no frames
+    return torch.cat(chunks)
 
 
 def _synthetic(spec: str, processor: LapaDinov3Processor) -> list[torch.Tensor]:
