@@ -1,9 +1,9 @@
 """Python environments beside the test suite's own: the transformers, datasets and hub versions our users pin.
 
 `python_with(["transformers==4.51.3", ...])` is the Python of a virtual environment that sees this environment's
-packages (the local CPU torch among them) with the given requirements installed over them, made once from the package
-index into `$LARY_TEST_ENVS` (default `~/.cache/lary/test-envs`) and reused by later runs. Without the index it skips
-with the reason, except in CI, which reaches the index and fails instead.
+packages (the local CPU torch among them; `python_with_torch` pins another) with the given requirements installed over
+them, made once from the package index into `$LARY_TEST_ENVS` (default `~/.cache/lary/test-envs`) and reused by later
+runs. Without the index it skips with the reason, except in CI, which reaches the index and fails instead.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 INSTALL_TIMEOUT_S = 900
 
@@ -43,6 +44,15 @@ def python_with(requirements: list[str], system_site_packages: bool = True) -> P
     if result.returncode != 0:
         _unavailable(f"could not install {' '.join(requirements)}: {result.stderr.strip()[-400:]}")
     done.write_text(key)
+    return python
+
+
+def python_with_torch(requirements: list[str], version: str) -> Path:
+    """`python_with` with torch `version` over this environment's (the package index has CUDA builds only: a few GB),
+    checked to be the torch it imports."""
+    python = python_with([*requirements, f"torch=={version}"])
+    found = run_python(python, "import torch; print(torch.__version__)").stdout.strip()
+    assert Version(found.split("+")[0]) == Version(version), f"{python} imports torch {found}, not {version}"
     return python
 
 
