@@ -20,9 +20,14 @@ hands over as one PIL image) is one frame, not a clip: it is refused. The answer
 order turned upright by the video's display matrix, images by their EXIF orientation, as OpenCV reads them; the saved
 processor's resize), so the codes are those `lary extract` writes.
 
+The handler parses the request, checks its limits, decodes the frames and words the answer; the model's code files
+do the rest, as for `lary`: the processor's resize, and the model's windowed video forward
+(`LapaDinov3Model.latent_actions_of_video`: `PAIRS_PER_CALL` pairs a pass, every frame through DINOv3 once, float32
+without TF32 on a GPU), with torch's threads by the model's rule (`compute_threads`, `lary extract`'s).
+
 Bad input raises `ValueError` with a one-line message (the container answers it with status 400 and
 `{"error": message}`). Each request has limits, each raised by an environment variable (`Limits`), and memory stays
-bounded by `PAIRS_PER_CALL` whatever the stride.
+bounded by `PAIRS_PER_CALL` whatever the stride (a stride above it reads the frames twice, t and t + k).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import binascii
 import io
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import av
@@ -48,7 +55,6 @@ PARAMETERS = {"stride": "a positive integer (pairs (t, t + stride); default 1)",
 PAIRS_PER_CALL = 32  # pairs per forward pass: bounds memory on long videos and long strides
 MAX_KEYS_NAMED = 10  # weights named per kind when a model's weights do not fit
 MEGABYTE = 2**20
-PAIR_DIMS = {"action_indices": 1, "latent_actions": 2, "continuous_latent_actions": 2}  # per pair: (n,), (n, D), (n, q)
 # An answer's size, per pair: a float32 value as JSON takes at most ~20 characters and its separator; the rest of the
 # object (indices, times, keys) under 200 bytes. An upper bound, so an answer under the limit never exceeds it.
 BYTES_PER_FLOAT = 24
@@ -221,12 +227,26 @@ class Images:
             raise InputError(f"{where} is a broken image file ({str(error).splitlines()[0] if str(error) else error!r})") from None
 
 
-def torch_threads() -> int:
-    """torch's threads, as `lary extract` chooses them on a CPU: the cores this process may use, less those its
-    decoding keeps (half, at most `MAX_DECODING_CORES`); at least one. torch's default (every core) is several times
-    slower on a small machine, where its threads wait on each other and on the decoder."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - min(MAX_DECODING_CORES, cores // 2))
+class Reader:
+    """A request's frames for the model's video forward: each `iter()` reads them from the first (a stride above
+    `PAIRS_PER_CALL` is read by two, frames t and t + k, so memory never holds k frames), through `checked`; the
+    frames' times are noted by frame number."""
+
+    def __init__(self, source: Video | Images, checked: Callable[[Iterator[Frame]], Iterator[Frame]]):
+        self.source, self.checked = source, checked
+        self.times: dict[int, float | None] = {}
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for index, frame in enumerate(self.checked(self.source.frames())):
+            self.times[index] = frame.time
+            yield frame.rgb()
+
+
+def torch_threads(modeling: ModuleType) -> int:
+    """torch's threads by the model's own rule (`modeling`: its module; `compute_threads`, the rule of `lary extract`
+    and `lary.runtime`, which counts the CPU affinity and a container's CPU quota), less the cores decoding keeps
+    (half, at most `MAX_DECODING_CORES`)."""
+    return modeling.compute_threads(workers=min(MAX_DECODING_CORES, modeling.available_cores() // 2))
 
 
 def _weight_problems(info: dict[str, Any]) -> str:
@@ -256,8 +276,6 @@ class EndpointHandler:
     def __init__(self, path: str = ""):
         path = path or "."
         self.limits = Limits.from_environment()
-        if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
-            torch.set_num_threads(torch_threads())
         # mis-shaped weights reported rather than raised (a traceback of many lines), and refused below
         self.model, info = AutoModel.from_pretrained(path, trust_remote_code=True, output_loading_info=True,
                                                      ignore_mismatched_sizes=True)
@@ -267,15 +285,17 @@ class EndpointHandler:
         non_finite = _non_finite_weights(self.model)
         if non_finite:
             raise ValueError(f"{path}: {non_finite}; a model whose training diverged gives no latent actions")
+        if not hasattr(self.model, "latent_actions_of_video"):
+            raise ValueError(f"{path}: its modeling_lapa_dinov3.py is older than this handler.py (it has no "
+                             "latent_actions_of_video): copy the current code files in, as a save by lary writes them")
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+        if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
+            torch.set_num_threads(torch_threads(sys.modules[type(self.model).__module__]))
         config = self.model.config
         self.vector_floats = config.code_seq_len * (config.hidden_size + config.quant_dim)
         if torch.cuda.is_available():
-            # float32 without TF32, as `lary extract` computes on a GPU: the CPU's codes
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-            self.model.to("cuda")
-        self.device = next(self.model.parameters()).device
+            self.model.to("cuda")  # float32 without TF32 there (the model's video forward): the CPU's codes
 
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(data, dict) or "inputs" not in data:
@@ -293,9 +313,11 @@ class EndpointHandler:
         stride = self._stride(given, source)
         per_pair = BYTES_PER_PAIR + BYTES_PER_FLOAT * (self.vector_floats if vectors else self.model.config.code_seq_len)
         max_pairs = int(self.limits.max_answer_mb * MEGABYTE // per_pair)
-        frames = self._counted(source.frames(), stride, max_pairs)
-        return list(self._window(frames, stride, vectors) if stride <= PAIRS_PER_CALL else
-                    self._pairs(frames, self._counted(source.frames(), stride, max_pairs), stride, vectors))
+        frames = Reader(source, lambda frames: self._counted(frames, stride, max_pairs))
+        answers: list[dict[str, Any]] = []
+        for output in self.model.latent_actions_of_video(frames, stride, self.processor, PAIRS_PER_CALL):
+            answers += self._answers(output, frames.times, len(answers), stride, vectors)
+        return answers
 
     def _source(self, inputs: Any) -> Video | Images:
         if isinstance(inputs, list):
@@ -346,53 +368,11 @@ class EndpointHandler:
         if count <= stride:
             raise InputError(f"inputs has {count} frame(s); stride {stride} needs at least {stride + 1}")
 
-    def _pixels(self, frame: Frame) -> torch.Tensor:
-        """A frame resized by the processor as soon as it is read (uint8 (3, S, S)); on a GPU, there."""
-        return self.processor.resize(frame.rgb()[None].to(self.device))[0]
-
-    @torch.inference_mode()
-    def _window(self, frames: Iterator[Frame], stride: int, vectors: bool) -> Iterator[dict]:
-        """Strides up to `PAIRS_PER_CALL`: clips of `PAIRS_PER_CALL + stride` frames, each frame through the model
-        once per clip; each clip repeats the `stride` frames that the next clip's pairs start from."""
-        window: list[tuple[torch.Tensor, float | None]] = []
-        start = 0  # frame number of window[0]
-        for frame in frames:
-            window.append((self._pixels(frame), frame.time))
-            if len(window) == PAIRS_PER_CALL + stride:
-                yield from self._clip(window, start, stride, vectors)
-                window, start = window[PAIRS_PER_CALL:], start + PAIRS_PER_CALL
-        if len(window) > stride:
-            yield from self._clip(window, start, stride, vectors)
-
-    def _clip(self, window: list[tuple[torch.Tensor, float | None]], start: int, stride: int, vectors: bool) -> Iterator[dict]:
-        output = self.model(pixel_values_videos=self._normalized(window)[None], stride=stride)
-        times = [(window[i][1], window[i + stride][1]) for i in range(len(window) - stride)]
-        yield from self._answers(output, times, start, stride, vectors)
-
-    @torch.inference_mode()
-    def _pairs(self, firsts: Iterator[Frame], seconds: Iterator[Frame], stride: int, vectors: bool) -> Iterator[dict]:
-        """Longer strides: frames t and t + stride read by two decoders, `PAIRS_PER_CALL` pairs a call, so memory
-        never holds `stride` frames (each frame is decoded and run twice)."""
-        for _ in range(stride):  # the second decoder starts at frame `stride`, converting nothing on the way
-            next(seconds, None)
-        start = 0
-        while batch := list(zip(range(PAIRS_PER_CALL), firsts, seconds)):
-            pixels = self._normalized([(self._pixels(frame), None) for _, *pair in batch for frame in pair])
-            output = self.model(pixel_values=pixels.unflatten(0, (-1, 2)))
-            yield from self._answers(output, [(first.time, second.time) for _, first, second in batch], start, stride,
-                                     vectors)
-            start += len(batch)
-
-    def _normalized(self, frames: list[tuple[torch.Tensor, float | None]]) -> torch.Tensor:
-        return self.processor.normalize(torch.stack([pixels for pixels, _ in frames]))  # the processor's second half
-
     @staticmethod
-    def _answers(output, times: list[tuple[float | None, float | None]], start: int, stride: int,
-                 vectors: bool) -> Iterator[dict]:
-        """One object per pair of a forward pass, `times` its frames' times."""
+    def _answers(output, times: dict[int, float | None], start: int, stride: int, vectors: bool) -> list[dict]:
+        """One object per pair of a window, its first pair `(start, start + stride)`; `times` by frame number."""
         names = ("action_indices", "latent_actions", "continuous_latent_actions") if vectors else ("action_indices",)
-        values = {name: output[name].reshape(len(times), *output[name].shape[-PAIR_DIMS[name]:]).cpu().tolist()
-                  for name in names}
-        for pair, (time, next_time) in enumerate(times):
-            yield {"frame_index": start + pair, "next_frame_index": start + pair + stride, "timestamp": time,
-                   "next_timestamp": next_time, **{name: value[pair] for name, value in values.items()}}
+        values = {name: output[name].cpu().tolist() for name in names}
+        return [{"frame_index": t, "next_frame_index": t + stride, "timestamp": times[t],
+                 "next_timestamp": times[t + stride], **{name: value[pair] for name, value in values.items()}}
+                for pair, t in enumerate(range(start, start + len(values["action_indices"])))]

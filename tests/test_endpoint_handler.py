@@ -29,6 +29,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
+from lary import runtime
 from lary.cli import main as lary_main
 from lary.errors import LaryError
 from lary.frames import load_processor, read_video
@@ -38,8 +39,8 @@ from lary.synthetic import make_clip, write_video
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALOHA = REPO_ROOT.parent / "shared" / "robot" / "aloha" / "ep_00.mp4"
 # What a Hub file may import (the three code files' rule, with PyAV for videos)
-ALLOWED_IMPORTS = {"__future__", "base64", "binascii", "io", "math", "os", "warnings", "collections", "typing", "av", "numpy",
-                   "torch", "PIL", "transformers"}
+ALLOWED_IMPORTS = {"__future__", "base64", "binascii", "io", "math", "os", "sys", "warnings", "collections", "types",
+                   "typing", "av", "numpy", "torch", "PIL", "transformers"}
 
 # A fresh interpreter in which `lary` and `lary_hub` cannot be imported, loading `handler.py` as
 # huggingface-inference-toolkit does (a module named `handler.EndpointHandler`, the model folder first on sys.path),
@@ -342,14 +343,23 @@ def test_a_model_whose_weights_do_not_fit_is_refused(endpoint, model_dir, tmp_pa
         endpoint.EndpointHandler(str(broken))
 
 
-def test_the_handler_chooses_torch_threads_as_lary_extract_does(endpoint, model_dir, monkeypatch):
+def test_the_handler_chooses_torch_threads_as_lary_extract_does(endpoint, model_dir, monkeypatch, tmp_path):
+    handler = endpoint.EndpointHandler(str(model_dir))
+    modeling = sys.modules[type(handler.model).__module__]  # the rule is the model's, which lary.runtime imports
     cores = len(os.sched_getaffinity(0))
-    assert endpoint.torch_threads() == max(1, cores - min(4, cores // 2))
+    assert endpoint.torch_threads(modeling) == max(1, cores - min(4, cores // 2))
+    # a container's CPU quota (cgroup v2) counts, as in lary's rule: 16 cores of affinity, 3 of quota, 1 decoding
+    (tmp_path / "cpu.max").write_text("300000 100000\n")
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+        for module in {modeling, sys.modules[runtime.compute_threads.__module__]}:  # remote code, lary_hub's
+            patched.setattr(module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
+        assert endpoint.torch_threads(modeling) == 2 == runtime.compute_threads(workers=1)
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         endpoint.EndpointHandler(str(model_dir))
-        assert torch.get_num_threads() == endpoint.torch_threads()
+        assert torch.get_num_threads() == endpoint.torch_threads(modeling)
         torch.set_num_threads(3)
         monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the deployer's own setting stays
         endpoint.EndpointHandler(str(model_dir))

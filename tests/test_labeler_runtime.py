@@ -1,12 +1,14 @@
 """One runtime (`lary.runtime`) from frames to codes: every way in (`lary extract`, `label_video`, `label_pairs` of a
-clip, the app, the Hub files' pipeline) gives the same codes for one real video and runs each frame through DINOv3
-once; a model's identity covers all its weights; the labeler's arguments are checked."""
+clip, the app, the Hub files' pipeline, the endpoint's `handler.py`) gives the same codes for one real video and runs
+each frame through DINOv3 once; a model's identity covers all its weights; the labeler's arguments are checked."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from test_extract import TINY_LAQ, extract, read_output
 from transformers import DINOv3ViTModel, pipeline
 
 from lary import LapaDinov3Config, LapaDinov3Model, LatentActionLabeler, runtime
+from lary_hub import modeling_lapa_dinov3
 from lary.app.analysis import Analyzer
 from lary.errors import LaryError
 from lary.frames import read_video
@@ -52,8 +55,29 @@ def labeler() -> LatentActionLabeler:
     return LatentActionLabeler.from_pretrained(default_model(), device="cpu", batch_size=BATCH)
 
 
+def _endpoint(folder, monkeypatch):
+    """The folder's `handler.py` loaded as Inference Endpoints' toolkit loads it (module `handler.EndpointHandler`,
+    the folder on sys.path), its handler made; torch's threads, which it sets for the process, given back."""
+    spec = importlib.util.spec_from_file_location("handler.EndpointHandler", folder / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    saved = torch.get_num_threads()
+    try:
+        return module.EndpointHandler(str(folder))
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _handler_labels(handler, video) -> dict[str, np.ndarray]:
+    answer = handler({"inputs": video.read_bytes(), "parameters": {"stride": STRIDE, "return_vectors": True}})
+    assert [(pair["frame_index"], pair["next_frame_index"]) for pair in answer] == [(t, t + STRIDE) for t in range(50 - STRIDE)]
+    return {name: np.array([pair[name] for pair in answer]) for name in COLUMNS}
+
+
 def test_every_way_in_gives_the_codes_of_lary_extract_each_frame_through_the_backbone_once(
-        tmp_path, video, labeler, backbone_frames):
+        tmp_path, video, labeler, backbone_frames, monkeypatch):
     frames = read_video(video)
     assert len(frames) == 50
 
@@ -69,11 +93,13 @@ def test_every_way_in_gives_the_codes_of_lary_extract_each_frame_through_the_bac
     analyzer = Analyzer(default_model(), device="cpu")
     analyzer.load()
     latent = pipeline(model=str(default_model()), trust_remote_code=True)  # the Hub files alone, a clip in video mode
+    handler = _endpoint(default_model(), monkeypatch)  # the Hub files and handler.py, as the endpoint runs them
     ways = {
         "label_video": lambda: labeler.label_video(video, stride=STRIDE),
         "label_pairs of a clip": lambda: labeler.label_pairs(frames[:-STRIDE], frames[STRIDE:]),
         "app": lambda: vars(analyzer.analyse(video, stride=STRIDE)),
         "pipeline": lambda: latent(list(frames), stride=STRIDE),
+        "handler.py": lambda: _handler_labels(handler, video),
     }
     for way, label in ways.items():
         backbone_frames.clear()
@@ -155,7 +181,7 @@ def test_a_model_s_identity_covers_all_its_weights_and_a_resume_with_another_che
 def test_one_thread_policy_sees_affinity_and_a_container_s_cpu_quota(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)))
     cpu_max = tmp_path / "cpu.max"
-    monkeypatch.setattr(runtime, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(modeling_lapa_dinov3, "CGROUP_CPU_MAX", cpu_max)  # the Hub file's rule, which lary imports
     assert runtime.available_cores() == 16  # no cgroup file
     for quota, cores in (("max 100000", 16), ("200000 100000", 2), ("250000 100000", 3), ("50000 100000", 1)):
         cpu_max.write_text(quota + "\n")

@@ -35,9 +35,9 @@ ENVIRONMENTS = {
 }
 
 # Run by each environment's Python, in a folder outside the checkout (nothing of ours on its path): codes and vectors
-# of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the pipeline (which saves itself), and
-# every record of eager attention (hidden states and attention maps of the encoder, decoder and backbone); and a
-# config out of range is refused.
+# of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the model's windowed video forward (the
+# endpoint handler's) and the pipeline (which saves itself), and every record of eager attention (hidden states and
+# attention maps of the encoder, decoder and backbone); and a config out of range is refused.
 CODES = """
 import json, os, sys
 import numpy as np, torch, transformers
@@ -55,6 +55,11 @@ for job in json.loads(os.environ["LARY_JOBS"]):
         paired = model(**pairs)
         clip = model(**processor(videos=[frames], stride=2))
         recorded = eager(**pairs, output_hidden_states=True, output_attentions=True, return_predicted_features=True)
+    # the windowed video forward: windows of 2 pairs carrying stride 2's features, and stride 3 read by two readers
+    video = {stride: list(model.latent_actions_of_video(frames, stride, processor, pairs_per_window=2)) for stride in (2, 3)}
+    video = {stride: {key: torch.cat([window[key] for window in windows]) for key in ("action_indices", "latent_actions")}
+             for stride, windows in video.items()}
+    assert torch.equal(video[2]["action_indices"], clip.action_indices[0])
     latent = pipeline(model=job["folder"], trust_remote_code=True)
     served = latent(frames)
     latent.save_pretrained(job["saved"])
@@ -63,7 +68,9 @@ for job in json.loads(os.environ["LARY_JOBS"]):
     np.savez(job["out"], pair_indices=paired.action_indices, pair_vectors=paired.continuous_latent_actions,
              pair_tokens=paired.latent_actions, clip_indices=clip.action_indices,
              clip_vectors=clip.continuous_latent_actions, served_indices=served["action_indices"],
-             served_vectors=served["continuous_latent_actions"], predicted=recorded.predicted_features, **records)
+             served_vectors=served["continuous_latent_actions"], predicted=recorded.predicted_features,
+             video_indices=video[2]["action_indices"], video_tokens=video[2]["latent_actions"],
+             long_stride_indices=video[3]["action_indices"], long_stride_tokens=video[3]["latent_actions"], **records)
 try:  # the config's range checks run on every version (transformers 4 has no `@strict`)
     type(model.config)(spatial_depth=-1)
     refused = "not refused"
