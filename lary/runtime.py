@@ -239,10 +239,12 @@ def to_numpy(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 class LatentActionRuntime:
-    """A LAPA-DINOv3 model with its saved processor (size, resample): frames resized on the model's device, every
-    frame through the backbone once (`features`), then the latent actions of pairs of those frames (`latent_actions`),
-    `batch_size` pairs (twice as many frames) at a time, float32 on a GPU without TF32 (`exact_float32`). With
-    `compiled`, both calls are `torch.compile`d (compiled at the first batch, and again when shapes change)."""
+    """A LAPA-DINOv3 model with its saved processor (size, resample; `processor.resize(frames, device)` resizes on
+    the model's device): every frame through the backbone once (`features`), then the latent actions of pairs of those
+    frames (`latent_actions`), `batch_size` pairs (twice as many frames) at a time, float32 on a GPU without TF32
+    (`exact_float32`): the model methods its windowed video forward uses, for pairs of any frames and for extract's
+    batches of several videos. With `compiled`, both calls are `torch.compile`d (compiled at the first batch, and
+    again when shapes change)."""
 
     def __init__(self, model, name_or_path: str | Path, batch_size: int, compiled: bool = False):
         self.model, self.batch_size = model, batch_size
