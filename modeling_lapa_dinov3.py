@@ -727,7 +727,9 @@ class LapaDinov3PreTrainedModel(PreTrainedModel):
 
 
 class LapaDinov3Model(LapaDinov3PreTrainedModel):
-    """LAPA-DINOv3 latent action model. The DINOv3 backbone is frozen and stays in eval mode."""
+    """LAPA-DINOv3 latent action model. The DINOv3 backbone is frozen and stays in eval mode. `forward` takes frame
+    pairs, clips or DINOv3 features; `latent_actions_of_video` streams a video of any length, a window of pairs at a
+    time."""
 
     def __init__(self, config: LapaDinov3Config):
         super().__init__(config)
