@@ -90,7 +90,8 @@ def test_hub_files_on_the_endpoint_containers_torch(model_folders, reference, tm
 
 def test_lary_on_torchs_floor_gives_the_same_codes(media, tmp_path):
     floor = next(pin.split("==")[1] for pin in floor_requirements(kept=set()) if pin.startswith("torch=="))
-    assert Version(torch.__version__.split("+")[0]) > Version(floor)  # else this compares a torch with itself
+    if Version(torch.__version__.split("+")[0]) == Version(floor):
+        pytest.skip(f"this environment's torch is the floor, {floor}: nothing to compare it with")
     ours, our_rows, _ = run_smoke(Path(sys.executable), media, tmp_path / "here")
     theirs, their_rows, ran = run_smoke(floor_python(kept=set()), media, tmp_path / "floor")
     assert Version(ran.split("+")[0]) == Version(floor), ran
