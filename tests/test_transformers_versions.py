@@ -1,6 +1,6 @@
 """The Hub files on the transformers our users run: the Inference Endpoints image's 4.51.3, the last 4.x and LeRobot's
 5.5, each in an environment of its own (`other_envs.python_with`), load a model folder by remote code alone
-(`AutoModel`, `AutoProcessor`, `pipeline`; never `lary`) and give the codes of this environment's transformers. Below
+(`AutoModel`, `AutoProcessor`, `pipeline`, `handler.py`; never `lary`) and give the codes of this environment's transformers. Below
 4.56 transformers has no DINOv3, and the modeling file brings its own: it is checked against transformers' here."""
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ ENVIRONMENTS = {
 }
 
 # Run by each environment's Python, in a folder outside the checkout (nothing of ours on its path): codes and vectors
-# of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the model's windowed video forward (the
-# endpoint handler's) and the pipeline (which saves itself), and every record of eager attention (hidden states and
-# attention maps of the encoder, decoder and backbone); and a config out of range is refused.
+# of pairs and of a clip through AutoModel + AutoProcessor, of the clip through the model's windowed video forward,
+# `handler.py` (loaded as Inference Endpoints loads it) and the pipeline (which saves itself), and every record of
+# eager attention (hidden states and attention maps of the encoder, decoder and backbone); and a config out of range
+# is refused.
 CODES = """
-import json, os, sys
+import base64, importlib.util, io, json, os, sys
 import numpy as np, torch, transformers
+from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
 
 
@@ -60,6 +62,19 @@ for job in json.loads(os.environ["LARY_JOBS"]):
     video = {stride: {key: torch.cat([window[key] for window in windows]) for key in ("action_indices", "latent_actions")}
              for stride, windows in video.items()}
     assert torch.equal(video[2]["action_indices"], clip.action_indices[0])
+    # handler.py as Inference Endpoints loads it (a module `handler.EndpointHandler`, the folder on sys.path), the
+    # clip's frames sent as base64 PNG images
+    sys.path.insert(0, job["folder"])
+    spec = importlib.util.spec_from_file_location("handler.EndpointHandler", os.path.join(job["folder"], "handler.py"))
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    sys.path.remove(job["folder"])
+    pngs = []
+    for frame in frames:
+        png = io.BytesIO()
+        Image.fromarray(frame).save(png, format="PNG")
+        pngs.append(base64.b64encode(png.getvalue()).decode())
+    answer = handler.EndpointHandler(job["folder"])({"inputs": pngs, "parameters": {"return_vectors": True}})
     latent = pipeline(model=job["folder"], trust_remote_code=True)
     served = latent(frames)
     latent.save_pretrained(job["saved"])
@@ -70,7 +85,9 @@ for job in json.loads(os.environ["LARY_JOBS"]):
              clip_vectors=clip.continuous_latent_actions, served_indices=served["action_indices"],
              served_vectors=served["continuous_latent_actions"], predicted=recorded.predicted_features,
              video_indices=video[2]["action_indices"], video_tokens=video[2]["latent_actions"],
-             long_stride_indices=video[3]["action_indices"], long_stride_tokens=video[3]["latent_actions"], **records)
+             long_stride_indices=video[3]["action_indices"], long_stride_tokens=video[3]["latent_actions"],
+             handler_indices=[pair["action_indices"] for pair in answer],
+             handler_vectors=[pair["continuous_latent_actions"] for pair in answer], **records)
 try:  # the config's range checks run on every version (transformers 4 has no `@strict`)
     type(model.config)(spatial_depth=-1)
     refused = "not refused"
@@ -120,6 +137,9 @@ def reference(model_folders, tmp_path_factory) -> dict:
     results, _ = run_codes(Path(sys.executable), model_folders, tmp_path_factory.mktemp("reference") / "run")
     cases = load_file(shared_path("golden", "lapa_dinov3_tiny", "cases.safetensors"))
     assert np.array_equal(results["golden"]["pair_indices"][::2], cases["indices"].numpy())  # the reference's codes
+    for name in model_folders:  # the handler's pairs (t, t + 1) are the processor's pairs
+        assert np.array_equal(results[name]["handler_indices"], results[name]["pair_indices"]), name
+        assert np.abs(results[name]["handler_vectors"] - results[name]["pair_vectors"]).max() < 1e-5, name
     return results
 
 
