@@ -1,7 +1,8 @@
 """The Hub files on the transformers our users run: the Inference Endpoints image's 4.51.3, the last 4.x and LeRobot's
 5.5, each in an environment of its own (`other_envs.python_with`), load a model folder by remote code alone
-(`AutoModel`, `AutoProcessor`, `pipeline`, `handler.py`; never `lary`) and give the codes of this environment's transformers. Below
-4.56 transformers has no DINOv3, and the modeling file brings its own: it is checked against transformers' here."""
+(`AutoModel`, `AutoProcessor`, `pipeline`, `handler.py`; never `lary`) and give the codes of this environment's
+transformers. Below 4.56 transformers has no DINOv3, and the modeling file brings its own: it is checked against
+transformers' here."""
 
 from __future__ import annotations
 
