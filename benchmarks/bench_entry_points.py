@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -76,7 +77,7 @@ def moving_square_video(path: Path, frames: int, height: int, width: int) -> Pat
     return write_video((frame(t) for t in range(frames)), path, fps=25)
 
 
-def endpoint_handler(folder: Path):
+def endpoint_handler(folder: Path) -> tuple[Any, int]:
     """`EndpointHandler(folder)` of the folder's `handler.py`, imported as huggingface-inference-toolkit imports it, and
     the torch threads its constructor set (the handler sets them for its process; other ways here keep the caller's)."""
     spec = importlib.util.spec_from_file_location("handler.EndpointHandler", folder / "handler.py")
