@@ -115,9 +115,12 @@ def test_lary_train_learns_the_motion_direction_and_writes_a_loadable_model(tmp_
     errors = decoder_errors(model, test)
     # Chance is 1/8. Broken copies of the trainer, same run: latent actions zeroed or detached before the decoder,
     # or no optimizer step, leave the encoder random (continuous <= 0.22, codes <= 0.18); a codebook collapsed to
-    # one entry leaves the codes at 0.125 (its continuous actions still learn: 0.42).
+    # one entry leaves the codes at 0.125 (its continuous actions still learn: 0.42). Seed 0's initial weights depend
+    # on the transformers version (5.25's DINOv3 `_init_weights` draws each random backbone weight twice, 5.4's once,
+    # so every later draw differs; from the same initial weights the two train bit for bit alike): transformers 5.4's
+    # run gives continuous 0.408, codes 0.277, other pair's actions 1.029x, prediction 0.67x copy_first_frame.
     assert accuracy["continuous_latent_actions"] >= 0.35, accuracy  # 0.475
-    assert accuracy["action_indices"] >= 0.28, accuracy  # 0.350
+    assert accuracy["action_indices"] >= 0.25, accuracy  # 0.350
     # Decoding with another pair's actions is worse than with the pair's own (1.023x on an Intel Xeon, 1.0096x on an
     # AMD EPYC: the same run through other CPU kernels); 1.000x in all the broken runs.
     assert errors["other_pair_actions"] >= 1.005 * errors["prediction"], errors
@@ -248,12 +251,14 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path):
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=2 * lr, msg=key)
 
     # The processes hold the same weights, codebook included, right after every dead-code replacement (the usage is
-    # summed over them and both draw the same replacements): one code replaced at step 10 in training, and at step
-    # 20 only code 2 of the set counts.
+    # summed over them and both draw the same replacements): at step 10 in training as many codes as one process
+    # replaces (1 here; 0 on transformers 5.4, whose random initial weights for the same seed differ: see
+    # test_lary_train_learns_the_motion_direction...), and at step 20 only code 2 of the set counts.
     single, rank0, rank1 = (torch.load(path, weights_only=True)["replacements"] for path in
                             (one / "record-0.pt", two / "record-0.pt", two / "record-1.pt"))
     assert [r["step"] for r in rank0] == [10, 20]
-    assert [r["replaced"] for r in rank0] == [r["replaced"] for r in single] == [1, 1]
+    assert [r["replaced"] for r in rank0] == [r["replaced"] for r in single]
+    assert rank0[-1]["replaced"] == 1
     for a, b in zip(rank0, rank1):
         assert a["replaced"] == b["replaced"]
         for key in a["state"]:
