@@ -61,3 +61,19 @@ def accelerate_launch(*options: str, port: int | None = None) -> list[str]:
     machines = options or ("--num_machines", "1")
     return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
             "--dynamo_backend", "no", "--main_process_port", str(port or free_port()), *machines]
+
+
+def siglip2_image_processor(**kwargs):
+    """transformers' `Siglip2ImageProcessorPil(**kwargs)`, the reference our Siglip2 preprocessing is checked against;
+    the test skips, naming torchvision, where that transformers (5.4's does) declares torchvision and it is absent."""
+    import importlib.util
+
+    import transformers
+
+    try:
+        return transformers.Siglip2ImageProcessorPil(**kwargs)
+    except ImportError:
+        if importlib.util.find_spec("torchvision") is not None:
+            raise
+        pytest.skip(f"transformers {transformers.__version__}'s Siglip2ImageProcessorPil, the reference, needs "
+                    "torchvision, which is not installed")

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
-import transformers
+from conftest import siglip2_image_processor
 from transformers import (
     AutoModel,
     Dinov2Config,
     Dinov2WithRegistersConfig,
     DINOv3ViTConfig,
-    Siglip2ImageProcessorPil,
     Siglip2VisionConfig,
     SiglipVisionConfig,
     VJEPA2Config,
@@ -107,14 +104,8 @@ def test_clip_pairs_equal_the_pairs_encoded_alone(model):
 
 def test_frames_from_patches_undoes_the_siglip2_processor_patches():
     frames = np.random.default_rng(0).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
-    try:
-        processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16, do_resize=False, do_rescale=False,
-                                             do_normalize=False)
-    except ImportError:  # transformers 5.4's PIL processor declares torchvision (5.25's does not)
-        if importlib.util.find_spec("torchvision") is not None:
-            raise
-        pytest.skip(f"the reference, transformers {transformers.__version__}'s Siglip2ImageProcessorPil, needs "
-                    "torchvision, which is not installed")
+    processor = siglip2_image_processor(patch_size=8, max_num_patches=16, do_resize=False, do_rescale=False,
+                                        do_normalize=False)
     inputs = processor(images=list(frames), return_tensors="pt")
     assert inputs["pixel_values"].shape == (2, 16, 8 * 8 * 3) and inputs["spatial_shapes"].tolist() == [[3, 5]] * 2
     restored = frames_from_patches(inputs["pixel_values"], inputs["spatial_shapes"], patch_size=8)

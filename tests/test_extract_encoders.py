@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import siglip2_image_processor
 from PIL import Image
 from test_extract import extract, prepare_lary, read_output
 from transformers import (
@@ -18,7 +19,6 @@ from transformers import (
     AutoModel,
     Dinov2Config,
     DINOv3ViTConfig,
-    Siglip2ImageProcessorPil,
     Siglip2VisionConfig,
     VJEPA2Config,
 )
@@ -57,7 +57,7 @@ def own_datasets_cache(tmp_path_factory):
 def siglip2_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = AutoModel.from_config(Siglip2VisionConfig(**TINY, intermediate_size=64, num_patches=16))
-    return saved(tmp_path_factory.mktemp("siglip2"), model, Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16))
+    return saved(tmp_path_factory.mktemp("siglip2"), model, siglip2_image_processor(patch_size=8, max_num_patches=16))
 
 
 @pytest.fixture(scope="module")
