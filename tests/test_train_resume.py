@@ -73,8 +73,9 @@ DAMAGES = {
                            "trainer_state.json is not JSON"),
     "truncated optimizer pickle": (lambda c: truncate(c / "state" / "optimizer.bin"),
                                    r"state/optimizer.bin has [\d,]+ bytes, not the [\d,]+ written"),
+    # safetensors 0.4.3 says "MetadataIncompleteBuffer", later ones "incomplete metadata"
     "truncated safetensors, no sizes": (lambda c: (without_sizes(c), truncate(c / "state" / "model.safetensors")),
-                                        r"state/model.safetensors is unreadable \(SafetensorError: .*incomplete"),
+                                        r"state/model.safetensors is unreadable \(SafetensorError: .*[Ii]ncomplete"),
     "truncated optimizer pickle, no sizes": (lambda c: (without_sizes(c), truncate(c / "state" / "optimizer.bin")),
                                              r"state/optimizer.bin is unreadable \(BadZipFile"),
 }
