@@ -40,7 +40,6 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any, NamedTuple
 
 import av
@@ -59,9 +58,6 @@ MEGABYTE = 2**20
 # object (indices, times, keys) under 200 bytes. An upper bound, so an answer under the limit never exceeds it.
 BYTES_PER_FLOAT = 24
 BYTES_PER_PAIR = 200
-# The stock container runs a request at a time; the decoder keeps up to this many cores of a machine's share, as
-# `lary extract`'s decoding workers do on a CPU, and torch's threads get the rest.
-MAX_DECODING_CORES = 4
 
 
 class InputError(ValueError):
@@ -242,13 +238,6 @@ class Reader:
             yield frame.rgb()
 
 
-def torch_threads(modeling: ModuleType) -> int:
-    """torch's threads by the model's own rule (`modeling`: its module; `compute_threads`, the rule of `lary extract`
-    and `lary.runtime`, which counts the CPU affinity and a container's CPU quota), less the cores decoding keeps
-    (half, at most `MAX_DECODING_CORES`)."""
-    return modeling.compute_threads(workers=min(MAX_DECODING_CORES, modeling.available_cores() // 2))
-
-
 def _weight_problems(info: dict[str, Any]) -> str:
     """transformers' loading report (`output_loading_info=True`: 4.51.3 and 5.x) in one line; empty when it fits."""
     def listed(keys) -> str:
@@ -291,7 +280,9 @@ class EndpointHandler:
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
-            torch.set_num_threads(torch_threads(sys.modules[type(self.model).__module__]))
+            # the model's rule, the one of `lary extract` and `lary.runtime`: the CPU affinity and a container's quota, less
+            # the cores decoding keeps
+            torch.set_num_threads(sys.modules[type(self.model).__module__].compute_threads())
         config = self.model.config
         self.vector_floats = config.code_seq_len * (config.hidden_size + config.quant_dim)
         if torch.cuda.is_available():

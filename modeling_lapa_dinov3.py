@@ -135,6 +135,7 @@ except ImportError:  # transformers 4: the records of `_can_record_outputs` kept
 # How the model runs on a machine, for every way in: `latent_actions_of_video` below, `handler.py` (which reaches these
 # through the model's module) and `lary` (`lary.runtime` imports them; the Hub files cannot import `lary`).
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" (microseconds), or "max PERIOD"
+MAX_DECODING_CORES = 4  # decoding keeps pace with the model on this many cores; the rest compute
 
 
 @contextmanager
@@ -165,10 +166,19 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def compute_threads(workers: int = 0, processes: int = 1) -> int:
-    """The thread policy: torch threads for a process that computes while `workers` cores decode for it, its share of
-    the cores (`processes` share the machine) less the workers'. More busy threads than cores makes torch's threads
-    wait on each other (torch's default, every core, was several times slower on small machines)."""
+def decoding_cores(processes: int = 1) -> int:
+    """The cores that decoding keeps beside a model computing on the CPU (`lary extract`'s workers, a video's reader,
+    a DataLoader's workers, the endpoint's decoder): half of this process's share, at most `MAX_DECODING_CORES`."""
+    return min(MAX_DECODING_CORES, available_cores() // processes // 2)
+
+
+def compute_threads(workers: int | None = None, processes: int = 1) -> int:
+    """The thread policy: torch threads for a process that computes while `workers` cores decode for it (default:
+    `decoding_cores`), its share of the cores (`processes` share the machine) less the workers'. More busy threads
+    than cores makes torch's threads wait on each other: torch's default, every core, computed 2-4x slower beside a
+    video's decoder on a small machine."""
+    if workers is None:
+        workers = decoding_cores(processes)
     return max(1, available_cores() // processes - workers)
 
 
@@ -1038,4 +1048,4 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
 LapaDinov3Model.register_for_auto_class("AutoModel")
 
 __all__ = ["LapaDinov3Model", "LapaDinov3Output", "LapaDinov3PreTrainedModel", "available_cores", "compute_threads",
-           "exact_float32"]
+           "decoding_cores", "exact_float32"]

@@ -4,7 +4,7 @@ latent actions in batches, every frame through the DINOv3 backbone once.
 
 The Hub files own what `handler.py` shares without `lary`: the processor's `resize` of many frames of any sizes, the
 model's windowed video forward (`LapaDinov3Model.latent_actions_of_video`, which `label_video` and the app use), the
-core count and thread rule (`available_cores`, `compute_threads`) and float32 without TF32 (`exact_float32`),
+core count and thread rule (`available_cores`, `decoding_cores`, `compute_threads`) and float32 without TF32 (`exact_float32`),
 imported here under lary's names. This module adds what only `lary` needs: the thread policy's context
 (`torch_threads`: workers, forked children), dtypes, loading, identity, and batches of pairs of any frames.
 
@@ -33,7 +33,12 @@ import torch
 from lary.errors import LaryError
 from lary.frames import load_processor
 from lary.hub import load_pretrained
-from lary_hub.modeling_lapa_dinov3 import available_cores, compute_threads, exact_float32  # noqa: F401 (lary's names)
+from lary_hub.modeling_lapa_dinov3 import (  # noqa: F401 (lary's names)
+    available_cores,
+    compute_threads,
+    decoding_cores,
+    exact_float32,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LATENT_ACTION_COLUMNS = ("action_indices", "latent_actions", "continuous_latent_actions")
@@ -104,9 +109,9 @@ def fork_safe_threads() -> None:
 
 
 @contextmanager
-def torch_threads(workers: int = 0) -> Iterator[None]:
-    """Compute with no more torch threads than `compute_threads(workers)` (nor than the caller set), then restore the
-    caller's setting. Left alone where one thread is the only safe choice: a DataLoader worker, a child forked after
+def torch_threads(workers: int | None = None) -> Iterator[None]:
+    """Compute with no more torch threads than `compute_threads(workers)` (nor than the caller set; `workers`: the
+    cores decoding for it, by default `decoding_cores`), then restore the caller's setting. Left alone where one thread is the only safe choice: a DataLoader worker, a child forked after
     torch's threads ran."""
     from torch.utils.data import get_worker_info
 

@@ -347,25 +347,26 @@ def test_the_handler_chooses_torch_threads_as_lary_extract_does(endpoint, model_
     handler = endpoint.EndpointHandler(str(model_dir))
     modeling = sys.modules[type(handler.model).__module__]  # the rule is the model's, which lary.runtime imports
     cores = len(os.sched_getaffinity(0))
-    assert endpoint.torch_threads(modeling) == max(1, cores - min(4, cores // 2))
+    assert modeling.compute_threads() == max(1, cores - min(4, cores // 2))
     # a container's CPU quota (cgroup v2) counts, as in lary's rule: 16 cores of affinity, 3 of quota, 1 decoding
     (tmp_path / "cpu.max").write_text("300000 100000\n")
     with monkeypatch.context() as patched:
         patched.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
         for module in {modeling, sys.modules[runtime.compute_threads.__module__]}:  # remote code, lary_hub's
             patched.setattr(module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
-        assert endpoint.torch_threads(modeling) == 2 == runtime.compute_threads(workers=1)
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        endpoint.EndpointHandler(str(model_dir))
-        assert torch.get_num_threads() == endpoint.torch_threads(modeling)
-        torch.set_num_threads(3)
-        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the deployer's own setting stays
-        endpoint.EndpointHandler(str(model_dir))
-        assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
+        assert modeling.compute_threads() == 2 == runtime.compute_threads(workers=1) == runtime.compute_threads()
+        threads = modeling.compute_threads()
+        before = torch.get_num_threads()
+        try:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+            endpoint.EndpointHandler(str(model_dir))
+            assert torch.get_num_threads() == threads
+            torch.set_num_threads(3)
+            monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the deployer's own setting stays
+            endpoint.EndpointHandler(str(model_dir))
+            assert torch.get_num_threads() == 3
+        finally:
+            torch.set_num_threads(before)
 
 
 def _serve(model_dir: Path, tmp_path: Path, *options: str) -> tuple[subprocess.Popen, str]:

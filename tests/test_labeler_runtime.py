@@ -187,13 +187,19 @@ def test_one_thread_policy_sees_affinity_and_a_container_s_cpu_quota(tmp_path, m
         cpu_max.write_text(quota + "\n")
         assert runtime.available_cores() == cores, quota
     cpu_max.write_text("400000 100000\n")  # 4 cores
-    assert (runtime.compute_threads(), runtime.compute_threads(workers=1), runtime.compute_threads(3, processes=2)) == (4, 3, 1)
+    threads = runtime.compute_threads(workers=0), runtime.compute_threads(workers=1), runtime.compute_threads(3, processes=2)
+    assert threads == (4, 3, 1)
+    # by default the cores decoding keeps beside the model are counted out (half, at most 4): extract's workers on a
+    # CPU, a video's reader, a DataLoader's workers
+    assert (runtime.decoding_cores(), runtime.compute_threads(), runtime.compute_threads(processes=2)) == (2, 2, 1)
 
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(8)
         with runtime.torch_threads():
-            assert torch.get_num_threads() == 4  # no more than the cores it may use
+            assert torch.get_num_threads() == 2  # no more than the cores it may use, less decoding's
+        with runtime.torch_threads(workers=0):  # nothing decodes beside it
+            assert torch.get_num_threads() == 4
         assert torch.get_num_threads() == 8  # the caller's setting comes back
         torch.set_num_threads(1)
         with runtime.torch_threads():

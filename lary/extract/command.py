@@ -46,7 +46,14 @@ from lary.launcher import raise_if_stopped
 from lary.parquet_shards import no_space_names
 from lary.paths import outside
 from lary.processes import process_state
-from lary.runtime import available_cores, compute_threads, exact_float32, model_identity, resolve_dtype
+from lary.runtime import (
+    available_cores,
+    compute_threads,
+    decoding_cores,
+    exact_float32,
+    model_identity,
+    resolve_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ def resources(config: ExtractConfig, state: PartialState) -> tuple[int, int]:
     on_gpu = state.device.type == "cuda"
     workers = config.num_workers
     if workers is None:
-        workers = min(8, per_process - 1) if on_gpu else min(4, per_process // 2)
+        workers = min(8, per_process - 1) if on_gpu else decoding_cores(state.num_processes)
     return workers, config.threads or compute_threads(workers, state.num_processes)
 
 
