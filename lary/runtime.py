@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -244,15 +243,6 @@ def to_numpy(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _let_dynamo_resume_output_capturing() -> None:
-    """torch 2.6's compiler resumes transformers' output-capturing wrapper (around DINOv3's encoder) after a graph break
-    with code that reads the global `torch`, which that module imports for type checking only: NameError (torch 2.7
-    does not). The module is given the name it lacks."""
-    module = sys.modules.get("transformers.utils.output_capturing")  # imported by the model's classes
-    if module is not None and not hasattr(module, "torch"):
-        module.torch = torch
-
-
 class LatentActionRuntime:
     """A LAPA-DINOv3 model with its saved processor (size, resample; `processor.resize(frames, device)` resizes on
     the model's device): every frame through the backbone once (`features`), then the latent actions of pairs of those
@@ -263,8 +253,6 @@ class LatentActionRuntime:
 
     def __init__(self, model, name_or_path: str | Path, batch_size: int, compiled: bool = False):
         self.model, self.batch_size = model, batch_size
-        if compiled:
-            _let_dynamo_resume_output_capturing()
         self._features = torch.compile(model.extract_features) if compiled else model.extract_features
         self._latent_actions = torch.compile(model) if compiled else model
         self.processor = load_processor(str(name_or_path), model.config.backbone_config.image_size)
