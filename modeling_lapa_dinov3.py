@@ -463,6 +463,9 @@ class LapaDinov3Quantizer(nn.Module):
         x = self.project_in(features).transpose(1, 2).reshape(features.shape[0], self.quant_dim, *grid)
         return self.downsample(x).flatten(2).transpose(1, 2)
 
+    # Left to eager mode by `torch.compile`: inductor in torch 2.6 and 2.7 turns this argmin over a matmul with a small
+    # quant_dim (4: the embedded model's) into code 0 for every row; eager is exact everywhere, and this is tiny.
+    @torch.compiler.disable
     def nearest(self, vectors: torch.Tensor) -> torch.LongTensor:
         """Index of the nearest codebook entry for each row of (rows, quant_dim)."""
         codebook = self.codebook

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
 from lary.configs.model import allow_missing_weights_option
 from lary.configs.parser import option, positive, require
+
+# torch 2.6's compiler fails where it resumes inside transformers 5's output capturing (NameError: torch); 2.7.1 does
+# not, and torch 2.13 (CI's) compiles the model to the eager model's rows.
+COMPILE_MIN_TORCH = (2, 7)
+
+
+def torch_release() -> tuple[int, int]:
+    """(major, minor) of the installed torch, read without importing it."""
+    major, minor = re.match(r"(\d+)\.(\d+)", version("torch")).groups()
+    return int(major), int(minor)
 
 
 @dataclass(kw_only=True)
@@ -74,3 +86,6 @@ class ExtractConfig:
                 "--stride-seconds needs a frame rate: it goes with --videos or --lerobot (image folders and dataset rows "
                 "have none: give --stride in frames)")
         require(not self.compile or self.model is not None, "--compile goes with --model (LAPA-DINOv3)")
+        require(not self.compile or torch_release() >= COMPILE_MIN_TORCH,
+                f"--compile needs torch >= 2.7; this is torch {version('torch')}, whose compiler fails inside "
+                "transformers' output capturing: run without --compile, or upgrade torch")
