@@ -36,7 +36,6 @@ from .configuration_lapa_dinov3 import DOWNSAMPLE_STACKS, DINOv3ViTConfig, LapaD
 # The pipeline is not used here: `config.custom_pipelines` names it, and transformers ships a model's relative imports
 # with it (copied by `save_pretrained`, fetched by remote-code loading), so a saved model keeps its pipeline's code.
 from .processing_lapa_dinov3 import (  # noqa: F401
-    RESIZE_CHUNK_VALUES,
     LapaDinov3LatentActionPipeline,
     LapaDinov3Processor,
     normalize_pixels,
@@ -1014,24 +1013,11 @@ class LapaDinov3Model(LapaDinov3PreTrainedModel):
             yield self._window_pairs(features[:, 0], features[:, 1], kwargs)
 
     def _model_pixels(self, frames: Iterable[Any], processor: LapaDinov3Processor | None) -> Iterator[torch.Tensor]:
-        """uint8 model pixels on the model's device, one frame at a time; with `processor`, frames resized as read,
-        a chunk of `RESIZE_CHUNK_VALUES` at a time (memory holds one chunk of frames at their own size)."""
-        device = self.device
-        if processor is None:
-            for pixels in frames:
-                yield pixels.to(device, non_blocking=True)
-            return
-        budget = RESIZE_CHUNK_VALUES.get(device.type, RESIZE_CHUNK_VALUES["cuda"])
-        pending: list[torch.Tensor] = []
-        values = 0
-        for frame in frames:
-            pending.append(processor.to_uint8(frame))
-            values += pending[-1].numel()
-            if values >= budget:
-                yield from processor.resize(pending, device)
-                pending, values = [], 0
-        if pending:
-            yield from processor.resize(pending, device)
+        """uint8 model pixels on the model's device, one frame at a time; with `processor`, frames resized as read
+        (`resize_stream`: memory holds one chunk of frames at their own size)."""
+        if processor is not None:
+            return processor.resize_stream(frames, self.device)
+        return (pixels.to(self.device, non_blocking=True) for pixels in frames)
 
     def _window_features(self, carried: torch.Tensor | None, fresh: list[torch.Tensor]) -> torch.Tensor:
         """DINOv3 features of a window: those `carried` from the previous window, then the `fresh` frames' (uint8

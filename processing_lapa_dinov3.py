@@ -9,7 +9,7 @@ grey level. Only PIL, numpy and torch are used (no torchvision, no OpenCV).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -150,6 +150,23 @@ class LapaDinov3Processor(ImageProcessingMixin):
                 pixels[chunk.to(device)] = resize_frames(stacked, self.size, self.resample)
         return pixels
 
+    def resize_stream(self, frames: Iterable[Frame], device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
+        """Frames of any accepted type and size, resized as they are read: uint8 model pixels (3, size, size) on
+        `device` (default: the CPU), one per frame, in order. A chunk of `RESIZE_CHUNK_VALUES` values is read before
+        it is resized, so memory holds one chunk of frames at their own size, whatever the stream's length."""
+        device = torch.device(device or "cpu")
+        budget = RESIZE_CHUNK_VALUES.get(device.type, RESIZE_CHUNK_VALUES["cuda"])
+        pending: list[torch.Tensor] = []
+        values = 0
+        for frame in frames:
+            pending.append(self.to_uint8(frame))
+            values += pending[-1].numel()
+            if values >= budget:
+                yield from self.resize(pending, device)
+                pending, values = [], 0
+        if pending:
+            yield from self.resize(pending, device)
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels from `resize` -> float32 in [-1, 1]."""
         return normalize_pixels(pixels)
@@ -228,7 +245,7 @@ class LapaDinov3Processor(ImageProcessingMixin):
             raise ValueError(f"{where}: arrays must be (H, W, 3) RGB; got shape {frame.shape}")
         if frame.dtype != np.uint8:
             raise ValueError(f"{where}: arrays must be uint8; got {frame.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(frame))
+        return _writable_tensor(frame)
 
 
 # Every save writes `auto_map` and this file, also when the class came from `lary` rather than remote code.

@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +34,6 @@ from lary.frames import decode_video, probe_video
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]  # (fraction done, what is being done)
-FRAMES_PER_STEP = 16  # decoded frames resized together, at most
-RESIZE_PIXELS = 2**23  # decoded pixels held before they are resized (one 4K frame, four 1080p ones)
 PAIRS_PER_STEP = 64  # pairs per forward pass: bounds memory, moves the progress bar
 THUMBNAIL_SIDE = 256  # longest side of the frames kept for display
 
@@ -182,28 +180,27 @@ def read_clip(
     start, stop, note = frame_range(info.num_frames, first, last, limits.max_frames)
     count = stop - start
 
-    pixels, thumbnails, indices, times, pending = [], [], [], [], []
+    thumbnails, indices, times = [], [], []
+    broken: list[str] = []  # why decoding stopped early, if it did
 
-    def resize_pending() -> None:
-        pixels.append(processor.resize(pending))
-        pending.clear()
+    def decoded() -> Iterator[np.ndarray]:
+        """The frames' RGB, noting each one's thumbnail, index and time; a video that breaks off keeps what it gave."""
+        start_pts = int(info.pts[start]) if info.seekable else None
+        try:
+            for frame in decode_video(path, start, stop, start_pts=start_pts):
+                thumbnails.append(thumbnail(frame.rgb))
+                indices.append(frame.index)
+                times.append(frame.time)
+                progress(len(indices) / count, f"decoding frame {frame.index}")
+                yield frame.rgb
+        except MediaError as error:
+            if len(indices) < 2:
+                raise _renamed(error, path, name) from None
+            broken.append(f"the video breaks off after frame {indices[-1]}")
 
-    start_pts = int(info.pts[start]) if info.seekable else None
-    try:
-        for frame in decode_video(path, start, stop, start_pts=start_pts):
-            pending.append(frame.rgb)
-            thumbnails.append(thumbnail(frame.rgb))
-            indices.append(frame.index)
-            times.append(frame.time)
-            if len(pending) * info.width * info.height >= RESIZE_PIXELS or len(pending) == FRAMES_PER_STEP:
-                resize_pending()
-            progress(len(indices) / count, f"decoding frame {frame.index}")
-    except MediaError as error:
-        if len(indices) < 2:
-            raise _renamed(error, path, name) from None
-        note = f"the video breaks off after frame {indices[-1]}"  # keep what was decoded
-    if pending:
-        resize_pending()
+    pixels = list(processor.resize_stream(decoded()))  # resized as decoded: one chunk at full size at a time
+    if broken:
+        note = broken[0]
     if len(indices) < 2:
         raise MediaError(name, f"{len(indices)} of its frames could be decoded; latent actions need two")
     if len(indices) < count and not note:
@@ -211,7 +208,7 @@ def read_clip(
     return Clip(
         name=name, num_frames=info.num_frames, fps=info.fps, width=info.width, height=info.height,
         frame_indices=np.asarray(indices, dtype=np.int64), times=np.asarray(times, dtype=np.float64),
-        pixels=torch.cat(pixels), thumbnails=thumbnails, note=note,
+        pixels=torch.stack(pixels), thumbnails=thumbnails, note=note,
     )
 
 

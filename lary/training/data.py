@@ -27,22 +27,15 @@ from lary.synthetic import make_clips
 SYNTHETIC_PREFIX = "synthetic:"
 DATASET_PREFIX = "dataset:"
 PAIR_COLUMNS = ["source_image", "target_image"]
-RESIZE_CHUNK = 64  # frames decoded before they are resized: a long video is never held at full resolution
 
 Pair = tuple[int, int, int]  # (clip index, first frame, stride)
 
 
 def _resize(frames: Iterable[np.ndarray], processor: LapaDinov3Processor) -> torch.Tensor:
-    """RGB uint8 frames -> (frames, 3, size, size) uint8, resized by the processor `RESIZE_CHUNK` frames at a time
-    (frames of one chunk may differ in size)."""
-    chunks, pending = [], []
-    for frame in frames:
-        pending.append(frame)
-        if len(pending) == RESIZE_CHUNK:
-            chunks.append(processor.resize(pending))
-            pending = []
-    chunks.append(processor.resize(pending))  # empty for a clip of no frames
-    return torch.cat(chunks)
+    """RGB uint8 frames -> (frames, 3, size, size) uint8, resized as they are read (`resize_stream`: a long video is
+    never held at full resolution; frames may differ in size)."""
+    pixels = list(processor.resize_stream(frames))
+    return torch.stack(pixels) if pixels else torch.empty((0, 3, processor.size, processor.size), dtype=torch.uint8)
 
 
 def _synthetic(spec: str, processor: LapaDinov3Processor) -> list[torch.Tensor]:
