@@ -303,6 +303,7 @@ def test_compile_is_refused_on_a_torch_whose_compiler_fails(tmp_path, long_video
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # two compilations of the embedded model: about 3 minutes on 2 cores
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own compiler
 def test_compile_writes_the_rows_of_the_eager_model(tmp_path, long_video):
     """`--compile`: compiled at the first batch (32 pairs) and once more for the last (25 pairs); the same rows, of the
