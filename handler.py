@@ -280,8 +280,8 @@ class EndpointHandler:
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
         if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting is the deployer's choice
-            # the model's rule, the one of `lary extract` and `lary.runtime`: the CPU affinity and a container's quota, less
-            # the cores decoding keeps
+            # the model's rule, the one of `lary extract` and `lary.runtime`: the CPU affinity and a container's
+            # quota, less the cores decoding keeps
             torch.set_num_threads(sys.modules[type(self.model).__module__].compute_threads())
         config = self.model.config
         self.vector_floats = config.code_seq_len * (config.hidden_size + config.quant_dim)
